@@ -1,0 +1,160 @@
+//! Each service's append-only event log. It is the service's change feed and its outbox: a fact and
+//! its event commit in one transaction. Sequences come from a one-row head that the appending
+//! transaction locks, so sequences are gap-free and become visible in order — a reader resuming
+//! "after N" can never skip an event that commits late.
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, Row};
+use tokio::sync::watch;
+
+use crate::{Db, Schema, StoreError, Tx, now_ms};
+
+/// An event as stored: the payload is the service's encoded protobuf event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub sequence: i64,
+    pub event_id: String,
+    pub payload: Vec<u8>,
+    pub recorded_at_ms: i64,
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub kind: &'static str,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    schema: Schema,
+    reserve_sql: String,
+    read_sql: String,
+    head_sql: String,
+    insert_prefix: String,
+    committed: Arc<watch::Sender<i64>>,
+}
+
+/// Rows per INSERT statement: 5 parameters each, well under SQLite's and PostgreSQL's limits.
+const INSERT_CHUNK: usize = 1000;
+
+impl EventLog {
+    pub fn new(schema: Schema) -> Self {
+        let s = schema.name();
+        let (committed, _) = watch::channel(0);
+        EventLog {
+            schema,
+            reserve_sql: format!(
+                "UPDATE {s}.feed_head SET last_sequence = last_sequence + $1 WHERE id = 1 RETURNING last_sequence"
+            ),
+            read_sql: format!(
+                "SELECT sequence, event_id, payload, recorded_at_ms FROM {s}.events \
+                 WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+            ),
+            head_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1"),
+            insert_prefix: format!(
+                "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms) VALUES "
+            ),
+            committed: Arc::new(committed),
+        }
+    }
+
+    pub fn schema(&self) -> Schema {
+        self.schema
+    }
+
+    /// Appends events inside the caller's transaction and returns their sequences. Call it last
+    /// before commit: it holds the feed head's lock until the transaction ends.
+    pub async fn append(&self, tx: &mut Tx<'_>, events: Vec<NewEvent>) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = events.len() as i64;
+        let last: i64 = sqlx::query_scalar(AssertSqlSafe(self.reserve_sql.clone()))
+            .bind(n)
+            .fetch_one(&mut **tx)
+            .await?;
+        let first = last - n + 1;
+        let recorded = now_ms();
+        let mut seqs = Vec::with_capacity(events.len());
+        for (chunk_no, chunk) in events.chunks(INSERT_CHUNK).enumerate() {
+            let mut sql = String::with_capacity(self.insert_prefix.len() + chunk.len() * 32);
+            sql.push_str(&self.insert_prefix);
+            for i in 0..chunk.len() {
+                let p = i * 6;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${},${},${},${},${},${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (i, e) in chunk.iter().enumerate() {
+                let seq = first + (chunk_no * INSERT_CHUNK + i) as i64;
+                seqs.push(seq);
+                q = q
+                    .bind(seq)
+                    .bind(e.event_id.clone())
+                    .bind(e.kind)
+                    .bind(e.subject.clone())
+                    .bind(e.payload.clone())
+                    .bind(recorded);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(seqs)
+    }
+
+    /// Tells in-process followers that events up to `sequence` are committed. Call after commit.
+    pub fn notify_committed(&self, sequence: i64) {
+        self.committed.send_if_modified(|cur| {
+            if sequence > *cur {
+                *cur = sequence;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that changes whenever this process commits new events.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// Up to `limit` committed events after `after`, in order.
+    pub async fn read_after(&self, db: &Db, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.read_sql.clone()))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    sequence: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    payload: r.try_get(2)?,
+                    recorded_at_ms: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The last committed sequence.
+    pub async fn head(&self, db: &Db) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(self.head_sql.clone()))
+            .fetch_one(db.pool())
+            .await?)
+    }
+}

@@ -1,0 +1,274 @@
+//! Live workflow state of every case (办件): its encoded snapshot, state and version, look-up indexes
+//! by unit and buyer, and per-batch counts by state. Production keeps it in Redis; the sandbox in
+//! memory. It is a fast mirror, never the record: every write carries the case's version from
+//! PostgreSQL and is applied atomically only if newer, and the whole state can be rebuilt from
+//! PostgreSQL at any time.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("workflow store (Redis) error (办件状态存储错误): {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// One case as mirrored: enough to answer look-ups without touching PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseSnapshot {
+    pub case_id: String,
+    pub batch_id: String,
+    pub unit_code: String,
+    /// Resident id numbers of the buyers; only their digests are stored.
+    pub buyer_ids: Vec<String>,
+    pub version: i64,
+    pub state: String,
+    /// The encoded `Case` reply.
+    pub payload: Vec<u8>,
+}
+
+/// The workflow store. Cheap to clone.
+#[derive(Clone)]
+pub enum Workflow {
+    Redis(RedisWorkflow),
+    Memory(MemoryWorkflow),
+}
+
+/// Buyer ids never appear in keys in clear: a digest is enough to find a case by buyer.
+fn buyer_key(resident_id: &str) -> String {
+    hex::encode(&Sha256::digest(resident_id.as_bytes())[..16])
+}
+
+impl Workflow {
+    /// Connects to Redis; `prefix` namespaces every key (one per deployment or test).
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self, WorkflowError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Workflow::Redis(RedisWorkflow {
+            conn,
+            prefix: prefix.to_owned(),
+            put: Arc::new(Script::new(PUT_CASE_LUA)),
+        }))
+    }
+
+    pub fn memory() -> Self {
+        Workflow::Memory(MemoryWorkflow::default())
+    }
+
+    /// Stores `case` if its version is newer than the stored one, moving the batch's counts from
+    /// the old state to the new one atomically. Returns whether it was applied.
+    pub async fn put_case(&self, case: &CaseSnapshot) -> Result<bool, WorkflowError> {
+        match self {
+            Workflow::Redis(r) => r.put_case(case).await,
+            Workflow::Memory(m) => Ok(m.put_case(case)),
+        }
+    }
+
+    /// Encoded `Case` replies for these ids, `None` where the store lacks one.
+    pub async fn get_cases(&self, case_ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, WorkflowError> {
+        match self {
+            Workflow::Redis(r) => r.get_cases(case_ids).await,
+            Workflow::Memory(m) => Ok(m.get_cases(case_ids)),
+        }
+    }
+
+    pub async fn cases_by_unit(&self, unit_code: &str) -> Result<Vec<String>, WorkflowError> {
+        match self {
+            Workflow::Redis(r) => r.members(&format!("{}unit:{unit_code}", r.prefix)).await,
+            Workflow::Memory(m) => Ok(m.index(&format!("unit:{unit_code}"))),
+        }
+    }
+
+    pub async fn cases_by_buyer(&self, resident_id: &str) -> Result<Vec<String>, WorkflowError> {
+        let key = buyer_key(resident_id);
+        match self {
+            Workflow::Redis(r) => r.members(&format!("{}buyer:{key}", r.prefix)).await,
+            Workflow::Memory(m) => Ok(m.index(&format!("buyer:{key}"))),
+        }
+    }
+
+    /// Case counts of a batch by state name.
+    pub async fn batch_counts(&self, batch_id: &str) -> Result<HashMap<String, i64>, WorkflowError> {
+        match self {
+            Workflow::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let counts: HashMap<String, i64> =
+                    conn.hgetall(format!("{}batch:{batch_id}:counts", r.prefix)).await?;
+                Ok(counts)
+            }
+            Workflow::Memory(m) => Ok(m.counts(batch_id)),
+        }
+    }
+
+    /// Forgets everything under this store's prefix, before a rebuild from PostgreSQL.
+    pub async fn clear(&self) -> Result<(), WorkflowError> {
+        match self {
+            Workflow::Redis(r) => r.clear().await,
+            Workflow::Memory(m) => {
+                m.clear();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// KEYS: case hash, batch counts hash, unit index set, buyer index sets...
+/// ARGV: version, state, payload, case id.
+const PUT_CASE_LUA: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'version', 'state')
+if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[1]) then return 0 end
+if cur[2] then redis.call('HINCRBY', KEYS[2], cur[2], -1) end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'state', ARGV[2], 'case', ARGV[3])
+for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct RedisWorkflow {
+    conn: ConnectionManager,
+    prefix: String,
+    put: Arc<Script>,
+}
+
+impl RedisWorkflow {
+    async fn put_case(&self, c: &CaseSnapshot) -> Result<bool, WorkflowError> {
+        let p = &self.prefix;
+        let mut inv = self.put.prepare_invoke();
+        inv.key(format!("{p}case:{}", c.case_id))
+            .key(format!("{p}batch:{}:counts", c.batch_id))
+            .key(format!("{p}unit:{}", c.unit_code));
+        for b in &c.buyer_ids {
+            inv.key(format!("{p}buyer:{}", buyer_key(b)));
+        }
+        inv.arg(c.version)
+            .arg(&c.state)
+            .arg(c.payload.as_slice())
+            .arg(&c.case_id);
+        let mut conn = self.conn.clone();
+        let applied: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(applied == 1)
+    }
+
+    async fn get_cases(&self, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, WorkflowError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(format!("{}case:{id}", self.prefix), "case");
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, WorkflowError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn.smembers(key).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn clear(&self) -> Result<(), WorkflowError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = conn.del(keys).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    cases: HashMap<String, (i64, String, Vec<u8>)>,
+    counts: HashMap<String, HashMap<String, i64>>,
+    index: HashMap<String, HashSet<String>>,
+}
+
+/// The sandbox's in-process store, with the same semantics as the Redis script.
+#[derive(Clone, Default)]
+pub struct MemoryWorkflow {
+    inner: Arc<Mutex<Memory>>,
+}
+
+impl MemoryWorkflow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way later
+        // readers care about (each update is a few inserts), so keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put_case(&self, c: &CaseSnapshot) -> bool {
+        let mut m = self.lock();
+        let old_state = match m.cases.get(&c.case_id) {
+            Some((v, _, _)) if *v >= c.version => return false,
+            Some((_, s, _)) => Some(s.clone()),
+            None => None,
+        };
+        let counts = m.counts.entry(c.batch_id.clone()).or_default();
+        if let Some(s) = old_state {
+            *counts.entry(s).or_default() -= 1;
+        }
+        *counts.entry(c.state.clone()).or_default() += 1;
+        m.cases.insert(
+            c.case_id.clone(),
+            (c.version, c.state.clone(), c.payload.clone()),
+        );
+        m.index
+            .entry(format!("unit:{}", c.unit_code))
+            .or_default()
+            .insert(c.case_id.clone());
+        for b in &c.buyer_ids {
+            m.index
+                .entry(format!("buyer:{}", buyer_key(b)))
+                .or_default()
+                .insert(c.case_id.clone());
+        }
+        true
+    }
+
+    fn get_cases(&self, ids: &[String]) -> Vec<Option<Vec<u8>>> {
+        let m = self.lock();
+        ids.iter()
+            .map(|id| m.cases.get(id).map(|(_, _, p)| p.clone()))
+            .collect()
+    }
+
+    fn index(&self, key: &str) -> Vec<String> {
+        let m = self.lock();
+        let mut ids: Vec<String> = m
+            .index
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    fn counts(&self, batch_id: &str) -> HashMap<String, i64> {
+        self.lock().counts.get(batch_id).cloned().unwrap_or_default()
+    }
+
+    fn clear(&self) {
+        *self.lock() = Memory::default();
+    }
+}

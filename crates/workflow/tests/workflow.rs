@@ -1,0 +1,82 @@
+//! The Redis store and the memory store obey the same contract, checked against a real Redis.
+use tongjiao_workflow::{CaseSnapshot, Workflow};
+
+fn snap(id: &str, batch: &str, version: i64, state: &str) -> CaseSnapshot {
+    CaseSnapshot {
+        case_id: id.into(),
+        batch_id: batch.into(),
+        unit_code: format!("U-{id}"),
+        buyer_ids: vec!["11010519491231002X".into()],
+        version,
+        state: state.into(),
+        payload: format!("{id}@{version}").into_bytes(),
+    }
+}
+
+async fn contract(w: Workflow) {
+    assert!(w.put_case(&snap("c1", "b1", 1, "pending")).await.unwrap());
+    assert!(w.put_case(&snap("c2", "b1", 1, "pending")).await.unwrap());
+    assert!(w.put_case(&snap("c1", "b1", 2, "ready")).await.unwrap());
+    // An older or equal version never overwrites a newer one.
+    assert!(!w.put_case(&snap("c1", "b1", 2, "pending")).await.unwrap());
+    assert!(!w.put_case(&snap("c1", "b1", 1, "pending")).await.unwrap());
+    let counts = w.batch_counts("b1").await.unwrap();
+    assert_eq!(counts.get("pending").copied().unwrap_or(0), 1);
+    assert_eq!(counts.get("ready").copied().unwrap_or(0), 1);
+    let got = w
+        .get_cases(&["c1".into(), "c2".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"c1@2"[..]));
+    assert_eq!(got[1].as_deref(), Some(&b"c2@1"[..]));
+    assert_eq!(got[2], None);
+    assert_eq!(w.cases_by_unit("U-c1").await.unwrap(), vec!["c1".to_string()]);
+    assert_eq!(
+        w.cases_by_buyer("11010519491231002X").await.unwrap(),
+        vec!["c1".to_string(), "c2".to_string()]
+    );
+    assert!(w.cases_by_buyer("440524188001010014").await.unwrap().is_empty());
+    w.clear().await.unwrap();
+    assert_eq!(w.get_cases(&["c1".into()]).await.unwrap(), vec![None]);
+    assert!(w.batch_counts("b1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let url = tongjiao_testkit::redis_url();
+    let w = Workflow::redis(&url, &tongjiao_testkit::fresh_redis_prefix())
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required at {url}: {e}"));
+    contract(w).await;
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(Workflow::memory()).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_leave_the_newest_version_and_consistent_counts() {
+    let w = Workflow::redis(&tongjiao_testkit::redis_url(), &tongjiao_testkit::fresh_redis_prefix())
+        .await
+        .unwrap();
+    let states = ["pending", "ready", "transfer_registered", "certificate_issued"];
+    let mut tasks = Vec::new();
+    for v in 1..=40i64 {
+        let w = w.clone();
+        let state = states[(v as usize) % states.len()];
+        tasks.push(tokio::spawn(async move {
+            w.put_case(&snap("c", "b", v, state)).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = w.get_cases(&["c".into()]).await.unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"c@40"[..]));
+    let counts = w.batch_counts("b").await.unwrap();
+    let total: i64 = counts.values().sum();
+    assert_eq!(total, 1, "one case is counted once: {counts:?}");
+    assert_eq!(counts.get(states[0]).copied(), Some(1));
+    w.clear().await.unwrap();
+}
