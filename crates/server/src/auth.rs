@@ -1,5 +1,5 @@
-use tonic::{Request, Status, service::Interceptor};
 use tongjiao_auth::{Claims, Role, TokenVerifier, bearer_token};
+use tonic::{Request, Status, service::Interceptor};
 
 use crate::ApiError;
 
@@ -26,7 +26,9 @@ impl Interceptor for Authenticator {
                 )
             })?
             .to_str()
-            .map_err(|_| Status::unauthenticated("authorization header is not ASCII (身份令牌格式错误)"))?;
+            .map_err(|_| {
+                Status::unauthenticated("authorization header is not ASCII (身份令牌格式错误)")
+            })?;
         let claims = bearer_token(header)
             .and_then(|t| self.verifier.verify(t))
             .map_err(|e| Status::from(ApiError::from(e)))?;

@@ -20,7 +20,11 @@ pub struct CommonArgs {
     #[arg(long, env = "TONGJIAO_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// Public key (PEM, Ed25519) that verifies callers' JWTs (令牌验证公钥).
-    #[arg(long, env = "TONGJIAO_JWT_PUBLIC_KEY", default_value = ".tongjiao-dev/jwt-public.pem")]
+    #[arg(
+        long,
+        env = "TONGJIAO_JWT_PUBLIC_KEY",
+        default_value = ".tongjiao-dev/jwt-public.pem"
+    )]
     pub jwt_public_key: PathBuf,
     /// Key id (`kid`) of that key.
     #[arg(long, env = "TONGJIAO_JWT_KEY_ID", default_value = "dev")]

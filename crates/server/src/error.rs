@@ -1,9 +1,9 @@
 //! The one place where errors become gRPC statuses.
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use tongjiao_auth::AuthError;
 use tongjiao_domain::{FieldViolation, Missing, Violations};
 use tongjiao_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 const DOMAIN: &str = "tongjiao.gov.cn";
 
@@ -14,7 +14,10 @@ pub enum ApiError {
     InvalidArgument(Violations),
     /// A precondition of the domain is not met; `missing` names each missing item.
     #[error("{summary}")]
-    FailedPrecondition { summary: String, missing: Vec<Missing> },
+    FailedPrecondition {
+        summary: String,
+        missing: Vec<Missing>,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -86,7 +89,11 @@ impl From<ApiError> for Status {
                     message.push_str(description);
                     details.add_bad_request_violation(field.clone(), description.clone());
                 }
-                details.set_error_info("INVALID_ARGUMENT", DOMAIN, std::collections::HashMap::<String, String>::new());
+                details.set_error_info(
+                    "INVALID_ARGUMENT",
+                    DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                );
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::FailedPrecondition { summary, missing } => {
@@ -104,7 +111,11 @@ impl From<ApiError> for Status {
                         m.detail.clone(),
                     );
                 }
-                details.set_error_info("FAILED_PRECONDITION", DOMAIN, std::collections::HashMap::<String, String>::new());
+                details.set_error_info(
+                    "FAILED_PRECONDITION",
+                    DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                );
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             ApiError::NotFound(m) => Status::not_found(m),

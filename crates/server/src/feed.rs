@@ -2,8 +2,8 @@
 use std::{pin::Pin, time::Duration};
 
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::Status;
 use tongjiao_store::{Db, EventLog, StoredEvent};
+use tonic::Status;
 
 pub type FeedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -13,7 +13,13 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Streams events after `after`; with `backlog_only` it ends once caught up. `wrap` turns a stored
 /// event into the RPC's reply.
-pub fn feed_stream<T, F>(db: Db, log: EventLog, after: i64, backlog_only: bool, wrap: F) -> FeedStream<T>
+pub fn feed_stream<T, F>(
+    db: Db,
+    log: EventLog,
+    after: i64,
+    backlog_only: bool,
+    wrap: F,
+) -> FeedStream<T>
 where
     T: Send + 'static,
     F: Fn(StoredEvent) -> Result<T, Status> + Send + 'static,
@@ -28,7 +34,9 @@ where
                 Err(e) => {
                     tracing::error!(error = %e, "reading change feed");
                     let _ = tx
-                        .send(Err(Status::unavailable("change feed read failed, resume later (变更订阅暂不可用)")))
+                        .send(Err(Status::unavailable(
+                            "change feed read failed, resume later (变更订阅暂不可用)",
+                        )))
                         .await;
                     return;
                 }

@@ -10,8 +10,8 @@ mod mutation;
 mod serve;
 mod telemetry;
 
-pub use config::{CommonArgs, shutdown_signal};
 pub use auth::{Authenticator, caller, require_role};
+pub use config::{CommonArgs, shutdown_signal};
 pub use error::{ApiError, field_error};
 pub use feed::{FeedStream, feed_stream};
 pub use mutation::{Begun, begin_mutation, finish_mutation};

@@ -21,9 +21,12 @@ pub async fn begin_mutation<Req: Message, Resp: Message + Default>(
     method: &str,
     req: &Req,
 ) -> Result<Begun<Resp>, ApiError> {
-    let request_id: RequestId = request_id
-        .parse()
-        .map_err(|e: <RequestId as std::str::FromStr>::Err| field_error("request_id", e.to_string()))?;
+    let request_id: RequestId =
+        request_id
+            .parse()
+            .map_err(|e: <RequestId as std::str::FromStr>::Err| {
+                field_error("request_id", e.to_string())
+            })?;
     let digest = payload_digest(&req.encode_to_vec());
     let mut tx = db.begin().await?;
     match idem
@@ -32,7 +35,9 @@ pub async fn begin_mutation<Req: Message, Resp: Message + Default>(
     {
         Claim::New => Ok(Begun::New(tx)),
         Claim::Replay(bytes) => {
-            tx.rollback().await.map_err(tongjiao_store::StoreError::from)?;
+            tx.rollback()
+                .await
+                .map_err(tongjiao_store::StoreError::from)?;
             Resp::decode(bytes.as_slice())
                 .map(Begun::Replay)
                 .map_err(|e| ApiError::internal(format!("stored reply does not decode: {e}")))
@@ -50,6 +55,8 @@ pub async fn finish_mutation<Resp: Message>(
 ) -> Result<(), ApiError> {
     idem.complete(&mut tx, principal, request_id, resp.encode_to_vec())
         .await?;
-    tx.commit().await.map_err(tongjiao_store::StoreError::from)?;
+    tx.commit()
+        .await
+        .map_err(tongjiao_store::StoreError::from)?;
     Ok(())
 }

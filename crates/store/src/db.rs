@@ -1,11 +1,9 @@
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
 use sqlx::{
-    AssertSqlSafe, Executor,
-    AnyPool,
+    AnyPool, AssertSqlSafe, Executor, SqlSafeStr,
     any::AnyPoolOptions,
     migrate::{Migration, MigrationType, Migrator},
-    SqlSafeStr,
 };
 
 /// The schemas the suite uses, one per service.
@@ -246,8 +244,10 @@ CREATE TABLE {s}.requests (
     PRIMARY KEY (principal, request_id)
 );",
         index = match backend {
-            Backend::Postgres => format!("CREATE INDEX events_subject_idx ON {s}.events (subject, sequence)"),
-            Backend::Sqlite => format!("CREATE INDEX {s}.events_subject_idx ON events (subject, sequence)"),
+            Backend::Postgres =>
+                format!("CREATE INDEX events_subject_idx ON {s}.events (subject, sequence)"),
+            Backend::Sqlite =>
+                format!("CREATE INDEX {s}.events_subject_idx ON events (subject, sequence)"),
         }
     )
 }

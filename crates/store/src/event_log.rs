@@ -67,7 +67,11 @@ impl EventLog {
 
     /// Appends events inside the caller's transaction and returns their sequences. Call it last
     /// before commit: it holds the feed head's lock until the transaction ends.
-    pub async fn append(&self, tx: &mut Tx<'_>, events: Vec<NewEvent>) -> Result<Vec<i64>, StoreError> {
+    pub async fn append(
+        &self,
+        tx: &mut Tx<'_>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<i64>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -132,7 +136,12 @@ impl EventLog {
     }
 
     /// Up to `limit` committed events after `after`, in order.
-    pub async fn read_after(&self, db: &Db, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn read_after(
+        &self,
+        db: &Db,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(self.read_sql.clone()))
             .bind(after)
             .bind(limit)

@@ -76,9 +76,9 @@ impl Idempotency {
                 request_id: request_id.to_owned(),
             });
         }
-        response.map(Claim::Replay).ok_or_else(|| {
-            StoreError::Corrupt(format!("request {request_id} has no stored reply"))
-        })
+        response
+            .map(Claim::Replay)
+            .ok_or_else(|| StoreError::Corrupt(format!("request {request_id} has no stored reply")))
     }
 
     pub async fn complete(

@@ -3,10 +3,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use tongjiao_auth::{KeyPair, Role, TokenIssuer, TokenSpec, TokenVerifier};
 use tongjiao_server::{Authenticator, ServiceSet};
 use tongjiao_store::sqlx::{self, AssertSqlSafe, Executor};
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 /// PostgreSQL server used by tests (`TONGJIAO_TEST_PG`, default the local trust-auth server).
 pub fn pg_admin_url() -> String {
@@ -27,7 +27,9 @@ pub async fn fresh_database() -> String {
     let name = format!("tj_{}", uuid::Uuid::new_v4().simple());
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required at {admin} (needs a running server): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required at {admin} (needs a running server): {e}")
+        });
     conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
@@ -65,7 +67,13 @@ impl TestKeys {
     }
 
     /// A one-hour token for `role`; `org` is a developer's credit code, `county` a clerk's county.
-    pub fn token(&self, role: Role, subject: &str, org: Option<&str>, county: Option<&str>) -> String {
+    pub fn token(
+        &self,
+        role: Role,
+        subject: &str,
+        org: Option<&str>,
+        county: Option<&str>,
+    ) -> String {
         self.issuer
             .issue(&TokenSpec {
                 role,
@@ -125,7 +133,9 @@ impl Drop for RunningServer {
 
 /// Serves `set` on a fresh 127.0.0.1 port.
 pub async fn spawn(set: ServiceSet) -> RunningServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let (stop, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {

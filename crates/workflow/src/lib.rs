@@ -69,7 +69,10 @@ impl Workflow {
     }
 
     /// Encoded `Case` replies for these ids, `None` where the store lacks one.
-    pub async fn get_cases(&self, case_ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, WorkflowError> {
+    pub async fn get_cases(
+        &self,
+        case_ids: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, WorkflowError> {
         match self {
             Workflow::Redis(r) => r.get_cases(case_ids).await,
             Workflow::Memory(m) => Ok(m.get_cases(case_ids)),
@@ -92,12 +95,16 @@ impl Workflow {
     }
 
     /// Case counts of a batch by state name.
-    pub async fn batch_counts(&self, batch_id: &str) -> Result<HashMap<String, i64>, WorkflowError> {
+    pub async fn batch_counts(
+        &self,
+        batch_id: &str,
+    ) -> Result<HashMap<String, i64>, WorkflowError> {
         match self {
             Workflow::Redis(r) => {
                 let mut conn = r.conn.clone();
-                let counts: HashMap<String, i64> =
-                    conn.hgetall(format!("{}batch:{batch_id}:counts", r.prefix)).await?;
+                let counts: HashMap<String, i64> = conn
+                    .hgetall(format!("{}batch:{batch_id}:counts", r.prefix))
+                    .await?;
                 Ok(counts)
             }
             Workflow::Memory(m) => Ok(m.counts(batch_id)),
@@ -265,7 +272,11 @@ impl MemoryWorkflow {
     }
 
     fn counts(&self, batch_id: &str) -> HashMap<String, i64> {
-        self.lock().counts.get(batch_id).cloned().unwrap_or_default()
+        self.lock()
+            .counts
+            .get(batch_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn clear(&self) {

@@ -30,12 +30,20 @@ async fn contract(w: Workflow) {
     assert_eq!(got[0].as_deref(), Some(&b"c1@2"[..]));
     assert_eq!(got[1].as_deref(), Some(&b"c2@1"[..]));
     assert_eq!(got[2], None);
-    assert_eq!(w.cases_by_unit("U-c1").await.unwrap(), vec!["c1".to_string()]);
+    assert_eq!(
+        w.cases_by_unit("U-c1").await.unwrap(),
+        vec!["c1".to_string()]
+    );
     assert_eq!(
         w.cases_by_buyer("11010519491231002X").await.unwrap(),
         vec!["c1".to_string(), "c2".to_string()]
     );
-    assert!(w.cases_by_buyer("440524188001010014").await.unwrap().is_empty());
+    assert!(
+        w.cases_by_buyer("440524188001010014")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     w.clear().await.unwrap();
     assert_eq!(w.get_cases(&["c1".into()]).await.unwrap(), vec![None]);
     assert!(w.batch_counts("b1").await.unwrap().is_empty());
@@ -57,10 +65,18 @@ async fn memory_store_keeps_the_contract() {
 
 #[tokio::test]
 async fn concurrent_writers_leave_the_newest_version_and_consistent_counts() {
-    let w = Workflow::redis(&tongjiao_testkit::redis_url(), &tongjiao_testkit::fresh_redis_prefix())
-        .await
-        .unwrap();
-    let states = ["pending", "ready", "transfer_registered", "certificate_issued"];
+    let w = Workflow::redis(
+        &tongjiao_testkit::redis_url(),
+        &tongjiao_testkit::fresh_redis_prefix(),
+    )
+    .await
+    .unwrap();
+    let states = [
+        "pending",
+        "ready",
+        "transfer_registered",
+        "certificate_issued",
+    ];
     let mut tasks = Vec::new();
     for v in 1..=40i64 {
         let w = w.clone();

@@ -1,0 +1,348 @@
+//! Readiness (办理条件): re-evaluates live cases from the facts in PostgreSQL inside the caller's
+//! transaction, records every transition, and after commit mirrors the cases to the workflow store.
+use std::collections::{HashMap, HashSet};
+
+use sqlx::AssertSqlSafe;
+use tokio::sync::broadcast;
+use tongjiao_domain::{
+    BuyerFacts, CaseEvent, CaseFacts, CaseState, ResidentId, case_missing, parse_date, transition,
+};
+use tongjiao_proto::registration as pb;
+use tongjiao_store::{Db, StoreError, Tx};
+use tongjiao_workflow::{CaseSnapshot, Workflow};
+
+use crate::{
+    config::Clock,
+    convert::{case_proto, encode_missing},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow},
+};
+
+/// A case that changed, for batch watchers.
+#[derive(Clone, Debug)]
+pub struct CaseChanged {
+    pub batch_id: String,
+    pub case: pb::Case,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub db: Db,
+    pub workflow: Workflow,
+    pub clock: Clock,
+    pub changes: broadcast::Sender<CaseChanged>,
+}
+
+/// States whose readiness still moves with the facts.
+const LIVE_STATES: &str = "('pending', 'ready')";
+
+impl Engine {
+    /// Re-evaluates the live cases on these units.
+    pub async fn reevaluate_units(
+        &self,
+        tx: &mut Tx<'_>,
+        units: &[String],
+        actor: &str,
+    ) -> Result<Vec<pb::Case>, StoreError> {
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix = format!(
+            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state IN {LIVE_STATES} AND unit_code IN"
+        );
+        let suffix = format!(" ORDER BY case_id{}", self.db.for_update());
+        let cases: Vec<CaseRow> = rows::fetch_in(tx, &prefix, &suffix, units).await?;
+        self.reevaluate(tx, cases, actor).await
+    }
+
+    /// Re-evaluates every live case of a project.
+    pub async fn reevaluate_project(
+        &self,
+        tx: &mut Tx<'_>,
+        project_id: &str,
+        actor: &str,
+    ) -> Result<Vec<pb::Case>, StoreError> {
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE project_id = $1 AND state IN {LIVE_STATES} \
+             ORDER BY case_id{}",
+            self.db.for_update()
+        );
+        let cases: Vec<CaseRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(project_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        self.reevaluate(tx, cases, actor).await
+    }
+
+    /// Pending cases whose material deadline has passed.
+    pub async fn lapse_overdue(&self, tx: &mut Tx<'_>) -> Result<Vec<pb::Case>, StoreError> {
+        let today = tongjiao_domain::format_date(self.clock.today());
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state = 'pending' AND material_deadline < $1 \
+             ORDER BY case_id{}",
+            self.db.for_update()
+        );
+        let cases: Vec<CaseRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(today)
+            .fetch_all(&mut **tx)
+            .await?;
+        self.reevaluate(tx, cases, "deadline-sweeper").await
+    }
+
+    /// Recomputes what each case lacks and moves it through the state machine; writes the changed
+    /// ones with a new version and a log entry. Returns the changed cases (clear ids).
+    pub async fn reevaluate(
+        &self,
+        tx: &mut Tx<'_>,
+        cases: Vec<CaseRow>,
+        actor: &str,
+    ) -> Result<Vec<pb::Case>, StoreError> {
+        if cases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = cases.iter().map(|c| c.case_id.clone()).collect();
+        let buyers = rows::buyers_of(tx, &ids).await?;
+        let project_ids: Vec<String> = cases
+            .iter()
+            .map(|c| c.project_id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let projects = rows::projects(tx, &project_ids).await?;
+        let facts = self.facts_for(tx, &cases, &projects).await?;
+        let today = self.clock.today();
+        let now = self.clock.now_ms();
+        let mut changed = Vec::new();
+        for case in cases {
+            let Some(project) = projects.get(&case.project_id) else {
+                continue;
+            };
+            let case_buyers = buyers.get(&case.case_id).map(Vec::as_slice).unwrap_or(&[]);
+            let evaluation = evaluate(&case, case_buyers, project, &facts, today);
+            if evaluation.state == case.state && evaluation.missing == case.missing {
+                continue;
+            }
+            let mut row = case;
+            row.state = evaluation.state.clone();
+            row.missing = evaluation.missing;
+            row.version += 1;
+            row.updated_at_ms = now;
+            if evaluation.lapsed_reason.is_some() {
+                row.lapsed_reason = evaluation.lapsed_reason;
+                row.active = 0;
+            }
+            write_case(tx, &row, actor, &evaluation.note, now).await?;
+            changed.push(case_proto(&row, case_buyers));
+        }
+        Ok(changed)
+    }
+
+    async fn facts_for(
+        &self,
+        tx: &mut Tx<'_>,
+        cases: &[CaseRow],
+        projects: &HashMap<String, ProjectRow>,
+    ) -> Result<rows::UnitFacts, StoreError> {
+        let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
+        let parcels: Vec<String> = projects
+            .values()
+            .filter(|p| p.is_land())
+            .map(|p| p.parcel_code.clone())
+            .collect();
+        rows::unit_facts(tx, &units, &parcels).await
+    }
+
+    /// Mirrors committed cases to the workflow store and tells batch watchers. A workflow store
+    /// failure is logged, not returned: PostgreSQL already holds the truth and reads fall back to it.
+    pub async fn publish(&self, cases: Vec<pb::Case>) {
+        for case in cases {
+            if let Err(e) = self.workflow.put_case(&snapshot(&case)).await {
+                tracing::warn!(error = %e, case_id = %case.case_id, "workflow store update failed");
+            }
+            let _ = self.changes.send(CaseChanged {
+                batch_id: case.batch_id.clone(),
+                case,
+            });
+        }
+    }
+
+    /// Loads cases from PostgreSQL (clear ids).
+    pub async fn load_cases(&self, ids: &[String]) -> Result<Vec<pb::Case>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let rows_ = rows::cases_by_ids(&mut tx, ids, "").await?;
+        let buyers = rows::buyers_of(&mut tx, ids).await?;
+        tx.commit().await?;
+        Ok(rows_
+            .iter()
+            .map(|r| case_proto(r, buyers.get(&r.case_id).map(Vec::as_slice).unwrap_or(&[])))
+            .collect())
+    }
+
+    /// Drops the workflow state and rebuilds it from PostgreSQL (on start, on loss, on request).
+    pub async fn rebuild(&self, project_id: Option<&str>) -> Result<u64, anyhow::Error> {
+        if project_id.is_none() {
+            self.workflow.clear().await?;
+        }
+        let mut after = String::new();
+        let mut total = 0u64;
+        loop {
+            let ids: Vec<(String,)> = match project_id {
+                Some(p) => {
+                    sqlx::query_as(
+                        "SELECT case_id FROM registration.cases WHERE project_id = $1 AND case_id > $2 \
+                         ORDER BY case_id LIMIT 1000",
+                    )
+                    .bind(p)
+                    .bind(&after)
+                    .fetch_all(self.db.pool())
+                    .await?
+                }
+                None => {
+                    sqlx::query_as(
+                        "SELECT case_id FROM registration.cases WHERE case_id > $1 ORDER BY case_id LIMIT 1000",
+                    )
+                    .bind(&after)
+                    .fetch_all(self.db.pool())
+                    .await?
+                }
+            };
+            let Some(last) = ids.last() else { break };
+            after = last.0.clone();
+            let ids: Vec<String> = ids.into_iter().map(|(i,)| i).collect();
+            for case in self.load_cases(&ids).await? {
+                self.workflow.put_case(&snapshot(&case)).await?;
+                total += 1;
+            }
+        }
+        Ok(total)
+    }
+}
+
+pub fn snapshot(case: &pb::Case) -> CaseSnapshot {
+    use prost::Message;
+    CaseSnapshot {
+        case_id: case.case_id.clone(),
+        batch_id: case.batch_id.clone(),
+        unit_code: case.unit_code.clone(),
+        buyer_ids: case.buyers.iter().map(|b| b.resident_id.clone()).collect(),
+        version: case.version as i64,
+        state: pb::CaseState::try_from(case.state)
+            .map(|s| s.as_str_name().to_owned())
+            .unwrap_or_default(),
+        payload: case.encode_to_vec(),
+    }
+}
+
+pub struct Evaluation {
+    pub state: String,
+    pub missing: String,
+    pub lapsed_reason: Option<String>,
+    pub note: String,
+}
+
+/// Pure: what a live case lacks given the facts, and the state that follows.
+pub fn evaluate(
+    case: &CaseRow,
+    buyers: &[BuyerRow],
+    project: &ProjectRow,
+    facts: &rows::UnitFacts,
+    today: time::Date,
+) -> Evaluation {
+    let case_facts = CaseFacts {
+        land_only: project.is_land(),
+        first_registration_done: project.first_registration_done(),
+        unit_surveyed: facts
+            .surveyed
+            .get(&case.unit_code)
+            .is_some_and(|p| *p == case.project_id),
+        maintenance_fund_deposited: facts.funds.contains(&case.unit_code),
+        land_fees_paid: facts.land_fees.contains(&project.parcel_code),
+        buyers: buyers
+            .iter()
+            .filter_map(|b| {
+                let id = b.resident_id.parse::<ResidentId>().ok()?;
+                Some(BuyerFacts {
+                    deed_tax_done: facts
+                        .deed_taxes
+                        .contains(&(case.unit_code.clone(), b.resident_id.clone())),
+                    resident_id: id,
+                })
+            })
+            .collect(),
+    };
+    let missing = case_missing(&case_facts);
+    let current = case
+        .state
+        .parse::<CaseState>()
+        .unwrap_or(CaseState::Pending);
+    let mut state = transition(
+        current,
+        CaseEvent::ReadinessChanged {
+            complete: missing.is_empty(),
+        },
+    )
+    .unwrap_or(current);
+    let mut lapsed_reason = None;
+    let mut note = format!("readiness: {} missing", missing.len());
+    let overdue = parse_date(&case.material_deadline).is_ok_and(|d| today > d);
+    if overdue && let Ok(next) = transition(state, CaseEvent::DeadlinePassed) {
+        if next == CaseState::Lapsed && state != CaseState::Lapsed {
+            let items: Vec<&str> = missing.iter().map(|m| m.detail.as_str()).collect();
+            lapsed_reason = Some(format!(
+                "material deadline {} passed with items missing: {} (逾期未补齐材料，视为放弃房证同交)",
+                case.material_deadline,
+                items.join("; ")
+            ));
+            note = "lapsed: material deadline passed (视为放弃)".into();
+        }
+        state = next;
+    }
+    Evaluation {
+        state: state.as_str().to_owned(),
+        missing: if state.is_final() || state == CaseState::Ready {
+            // A ready, lapsed or finished case shows no open items; a lapsed one keeps them in
+            // its reason.
+            String::new()
+        } else {
+            encode_missing(&missing)
+        },
+        lapsed_reason,
+        note,
+    }
+}
+
+/// Writes a case's new state and appends its log entry.
+pub async fn write_case(
+    tx: &mut Tx<'_>,
+    row: &CaseRow,
+    actor: &str,
+    note: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE registration.cases SET state = $2, missing = $3, version = $4, active = $5, lapsed_reason = $6, \
+         certificate_number = $7, transfer_registered_at_ms = $8, updated_at_ms = $9 WHERE case_id = $1",
+    )
+    .bind(&row.case_id)
+    .bind(&row.state)
+    .bind(&row.missing)
+    .bind(row.version)
+    .bind(row.active)
+    .bind(row.lapsed_reason.clone())
+    .bind(row.certificate_number.clone())
+    .bind(row.transfer_registered_at_ms)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&row.case_id)
+    .bind(row.version)
+    .bind(&row.state)
+    .bind(actor)
+    .bind(note)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

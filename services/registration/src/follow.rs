@@ -1,0 +1,406 @@
+//! Registration follows the survey, acceptance and tax feeds. Each batch of events is applied, the
+//! feed's cursor advanced and the affected cases re-evaluated in one transaction, so a restart
+//! resumes exactly after the last applied event and never applies one twice.
+use std::{collections::BTreeSet, time::Duration};
+
+use futures::StreamExt;
+use sqlx::AssertSqlSafe;
+use tongjiao_proto::{acceptance as acc, survey, tax};
+use tongjiao_store::{StoreError, Tx};
+use tonic::{Request, transport::Channel};
+
+use crate::{Registration, rows};
+
+const BATCH: usize = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    Survey,
+    Acceptance,
+    Tax,
+}
+
+impl Feed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feed::Survey => "survey",
+            Feed::Acceptance => "acceptance",
+            Feed::Tax => "tax",
+        }
+    }
+}
+
+/// What applying a batch of events touched.
+#[derive(Default)]
+struct Touched {
+    units: BTreeSet<String>,
+    land_parcels: BTreeSet<String>,
+}
+
+pub async fn cursor(reg: &Registration, feed: Feed) -> Result<i64, StoreError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1")
+            .bind(feed.name())
+            .fetch_optional(reg.engine.db.pool())
+            .await?;
+    Ok(row.map(|r| r.0).unwrap_or(0))
+}
+
+async fn set_cursor(tx: &mut Tx<'_>, feed: Feed, seq: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO registration.feed_cursors (feed, last_sequence) VALUES ($1, $2) \
+         ON CONFLICT (feed) DO UPDATE SET last_sequence = excluded.last_sequence",
+    )
+    .bind(feed.name())
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Follows one feed forever, reconnecting with back-off.
+pub async fn follow(reg: Registration, feed: Feed) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match follow_once(&reg, feed).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(feed = feed.name(), error = %e, "feed follower interrupted; reconnecting");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+fn authed<T>(reg: &Registration, msg: T) -> anyhow::Result<Request<T>> {
+    let mut req = Request::new(msg);
+    let token = reg.config.tokens.token()?;
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(req)
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
+}
+
+async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
+    let after = cursor(reg, feed).await?;
+    match feed {
+        Feed::Survey => {
+            let mut client = survey::survey_data_service_client::SurveyDataServiceClient::new(
+                channel(&reg.config.survey_url).await?,
+            )
+            .max_decoding_message_size(64 << 20);
+            let stream = client
+                .watch_survey_events(authed(
+                    reg,
+                    survey::WatchSurveyEventsRequest {
+                        after_sequence: after as u64,
+                        backlog_only: false,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            let mut chunks = stream.ready_chunks(BATCH);
+            while let Some(chunk) = chunks.next().await {
+                let events: Vec<survey::SurveyEvent> = chunk
+                    .into_iter()
+                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
+                    .collect::<Result<_, _>>()?;
+                apply_batch(reg, feed, events, apply_survey).await?;
+            }
+        }
+        Feed::Acceptance => {
+            let mut client = acc::acceptance_service_client::AcceptanceServiceClient::new(
+                channel(&reg.config.acceptance_url).await?,
+            );
+            let stream = client
+                .watch_acceptance_events(authed(
+                    reg,
+                    acc::WatchAcceptanceEventsRequest {
+                        after_sequence: after as u64,
+                        backlog_only: false,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            let mut chunks = stream.ready_chunks(BATCH);
+            while let Some(chunk) = chunks.next().await {
+                let events: Vec<acc::AcceptanceEvent> = chunk
+                    .into_iter()
+                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
+                    .collect::<Result<_, _>>()?;
+                apply_batch(reg, feed, events, apply_acceptance).await?;
+            }
+        }
+        Feed::Tax => {
+            let mut client = tax::tax_status_service_client::TaxStatusServiceClient::new(
+                channel(&reg.config.tax_url).await?,
+            );
+            let stream = client
+                .watch_tax_events(authed(
+                    reg,
+                    tax::WatchTaxEventsRequest {
+                        after_sequence: after as u64,
+                        backlog_only: false,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            let mut chunks = stream.ready_chunks(BATCH);
+            while let Some(chunk) = chunks.next().await {
+                let events: Vec<tax::TaxEvent> = chunk
+                    .into_iter()
+                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
+                    .collect::<Result<_, _>>()?;
+                apply_batch(reg, feed, events, apply_tax).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+trait Sequenced {
+    fn sequence(&self) -> i64;
+}
+impl Sequenced for survey::SurveyEvent {
+    fn sequence(&self) -> i64 {
+        self.sequence as i64
+    }
+}
+impl Sequenced for acc::AcceptanceEvent {
+    fn sequence(&self) -> i64 {
+        self.sequence as i64
+    }
+}
+impl Sequenced for tax::TaxEvent {
+    fn sequence(&self) -> i64 {
+        self.sequence as i64
+    }
+}
+
+type ApplyFn<E> = for<'a, 'b> fn(
+    &'a mut Tx<'b>,
+    &'a E,
+    &'a mut Touched,
+) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
+
+async fn apply_batch<E: Sequenced>(
+    reg: &Registration,
+    feed: Feed,
+    events: Vec<E>,
+    apply: ApplyFn<E>,
+) -> anyhow::Result<()> {
+    let mut tx = reg.engine.db.begin().await?;
+    // The cursor row is the follower's lock: a second replica following the same feed waits here
+    // and then skips what the first one applied.
+    let current: i64 = {
+        let sql = format!(
+            "SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1{}",
+            reg.engine.db.for_update()
+        );
+        let row: Option<(i64,)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(feed.name())
+            .fetch_optional(&mut *tx)
+            .await?;
+        row.map(|r| r.0).unwrap_or(0)
+    };
+    let mut touched = Touched::default();
+    let mut last = current;
+    for ev in &events {
+        if ev.sequence() <= last {
+            continue;
+        }
+        apply(&mut tx, ev, &mut touched).await?;
+        last = ev.sequence();
+    }
+    if last == current {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    set_cursor(&mut tx, feed, last).await?;
+    let mut units: Vec<String> = touched.units.into_iter().collect();
+    if !touched.land_parcels.is_empty() {
+        let parcels: Vec<String> = touched.land_parcels.into_iter().collect();
+        let land_units: Vec<(String,)> = rows::fetch_in(
+            &mut tx,
+            "SELECT c.unit_code FROM registration.cases c JOIN registration.projects p ON p.project_id = c.project_id \
+             WHERE p.kind = 'land' AND p.parcel_code IN",
+            "",
+            &parcels,
+        )
+        .await?;
+        units.extend(land_units.into_iter().map(|(u,)| u));
+    }
+    let changed = reg
+        .engine
+        .reevaluate_units(&mut tx, &units, &format!("feed:{}", feed.name()))
+        .await?;
+    tx.commit().await?;
+    tracing::debug!(
+        feed = feed.name(),
+        last,
+        changed = changed.len(),
+        "applied feed events"
+    );
+    reg.engine.publish(changed).await;
+    Ok(())
+}
+
+fn apply_survey<'a, 'b>(
+    tx: &'a mut Tx<'b>,
+    ev: &'a survey::SurveyEvent,
+    touched: &'a mut Touched,
+) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        match &ev.payload {
+            Some(survey::survey_event::Payload::BuildingTablePublished(t)) => {
+                sqlx::query(
+                    "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (project_id) DO UPDATE SET latest_version = excluded.latest_version, \
+                     parcel_code = excluded.parcel_code, unit_count = excluded.unit_count \
+                     WHERE excluded.latest_version > registration.building_tables.latest_version",
+                )
+                .bind(&ev.project_id)
+                .bind(t.version as i64)
+                .bind(&t.parcel_code)
+                .bind(t.unit_count as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Some(survey::survey_event::Payload::UnitMeasured(m)) => {
+                if let Some(u) = &m.unit {
+                    sqlx::query(
+                        "INSERT INTO registration.units (unit_code, project_id, table_version, building_number, room_number, \
+                         floor_number, location, planned_usage, structure, total_floors, gfa_centi, internal_centi, shared_centi) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                         ON CONFLICT (unit_code) DO UPDATE SET project_id = excluded.project_id, table_version = excluded.table_version, \
+                         building_number = excluded.building_number, room_number = excluded.room_number, floor_number = excluded.floor_number, \
+                         location = excluded.location, planned_usage = excluded.planned_usage, structure = excluded.structure, \
+                         total_floors = excluded.total_floors, gfa_centi = excluded.gfa_centi, internal_centi = excluded.internal_centi, \
+                         shared_centi = excluded.shared_centi WHERE excluded.table_version >= registration.units.table_version",
+                    )
+                    .bind(&u.unit_code)
+                    .bind(&ev.project_id)
+                    .bind(u.table_version as i64)
+                    .bind(u.building_number as i64)
+                    .bind(&u.room_number)
+                    .bind(u.floor_number as i64)
+                    .bind(&u.location)
+                    .bind(&u.planned_usage)
+                    .bind(u.structure as i64)
+                    .bind(u.total_floors as i64)
+                    .bind(u.measured_gfa_centi_sqm)
+                    .bind(u.internal_area_centi_sqm)
+                    .bind(u.shared_area_centi_sqm)
+                    .execute(&mut **tx)
+                    .await?;
+                    touched.units.insert(u.unit_code.clone());
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    })
+}
+
+fn apply_acceptance<'a, 'b>(
+    tx: &'a mut Tx<'b>,
+    ev: &'a acc::AcceptanceEvent,
+    _touched: &'a mut Touched,
+) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
+    Box::pin(async move {
+        if let Some(acc::acceptance_event::Payload::GateChanged(g)) = &ev.payload {
+            let missing: Vec<String> = g
+                .missing
+                .iter()
+                .map(|k| filing_name(*k).to_owned())
+                .collect();
+            sqlx::query(
+                "INSERT INTO registration.gates (project_id, complete, missing) VALUES ($1, $2, $3) \
+                 ON CONFLICT (project_id) DO UPDATE SET complete = excluded.complete, missing = excluded.missing",
+            )
+            .bind(&g.project_id)
+            .bind(i64::from(g.complete))
+            .bind(missing.join("\n"))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+fn filing_name(kind: i32) -> &'static str {
+    match acc::FilingKind::try_from(kind) {
+        Ok(acc::FilingKind::PlanningAcceptance) => "planning acceptance (规划验收)",
+        Ok(acc::FilingKind::CompletionFiling) => "completion filing (竣工验收备案)",
+        Ok(acc::FilingKind::CivilAirDefenseAcceptance) => "civil air defence acceptance (人防验收)",
+        Ok(acc::FilingKind::CadastralSurvey) => "cadastral survey (权籍调查)",
+        _ => "unknown filing (未知备案)",
+    }
+}
+
+fn apply_tax<'a, 'b>(
+    tx: &'a mut Tx<'b>,
+    ev: &'a tax::TaxEvent,
+    touched: &'a mut Touched,
+) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
+    use tax::tax_event::Payload;
+    Box::pin(async move {
+        match &ev.payload {
+            Some(Payload::DeedTaxPaid(d)) => {
+                sqlx::query(
+                    "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number) VALUES ($1, $2, $3) \
+                     ON CONFLICT (unit_code, buyer_id) DO NOTHING",
+                )
+                .bind(&d.unit_code)
+                .bind(&d.buyer_id)
+                .bind(&d.voucher_number)
+                .execute(&mut **tx)
+                .await?;
+                touched.units.insert(d.unit_code.clone());
+            }
+            Some(Payload::MaintenanceFundDeposited(m)) => {
+                sqlx::query(
+                    "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number) VALUES ($1, $2, $3) \
+                     ON CONFLICT (unit_code) DO NOTHING",
+                )
+                .bind(&m.unit_code)
+                .bind(m.amount_fen)
+                .bind(&m.receipt_number)
+                .execute(&mut **tx)
+                .await?;
+                touched.units.insert(m.unit_code.clone());
+            }
+            Some(Payload::DeveloperTaxCleared(d)) => {
+                sqlx::query(
+                    "INSERT INTO registration.developer_taxes (project_id, credit_code, voucher_number) VALUES ($1, $2, $3) \
+                     ON CONFLICT (project_id) DO NOTHING",
+                )
+                .bind(&d.project_id)
+                .bind(&d.developer_credit_code)
+                .bind(&d.voucher_number)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Some(Payload::LandFeesPaid(l)) => {
+                sqlx::query(
+                    "INSERT INTO registration.land_fees (parcel_code, voucher_number) VALUES ($1, $2) \
+                     ON CONFLICT (parcel_code) DO NOTHING",
+                )
+                .bind(&l.parcel_code)
+                .bind(&l.voucher_number)
+                .execute(&mut **tx)
+                .await?;
+                touched.land_parcels.insert(l.parcel_code.clone());
+            }
+            None => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,108 @@
+//! 不动产登记 (registration): the 房证同交 workflow. Projects enrol and complete 首次登记; developers
+//! submit handover batches; registration follows the survey, acceptance and tax feeds and keeps each
+//! case's readiness; clerks at the counter record 转移登记 and issue 不动产权证书 with gap-free numbers.
+
+mod api;
+pub mod config;
+mod convert;
+mod engine;
+mod follow;
+mod rows;
+
+use std::sync::Arc;
+
+use tokio::{sync::broadcast, task::JoinHandle};
+use tongjiao_proto::registration::registration_service_server::RegistrationServiceServer;
+use tongjiao_server::{Authenticator, ServiceSet};
+use tongjiao_store::{Backend, Db, Idempotency, Schema};
+use tongjiao_workflow::Workflow;
+
+pub use config::{Clock, RegistrationConfig, TokenSource};
+use engine::Engine;
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The registration service. Cheap to clone.
+#[derive(Clone)]
+pub struct Registration {
+    engine: Engine,
+    idem: Idempotency,
+    config: Arc<RegistrationConfig>,
+}
+
+impl Registration {
+    /// Migrates the schema and rebuilds the workflow state from PostgreSQL.
+    pub async fn build(
+        db: Db,
+        workflow: Workflow,
+        config: RegistrationConfig,
+    ) -> anyhow::Result<Self> {
+        let migrations = match db.backend() {
+            Backend::Postgres => &PG_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        db.migrate(Schema::Registration, migrations).await?;
+        let (changes, _) = broadcast::channel(4096);
+        let reg = Registration {
+            engine: Engine {
+                db,
+                workflow,
+                clock: config.clock.clone(),
+                changes,
+            },
+            idem: Idempotency::new(Schema::Registration),
+            config: Arc::new(config),
+        };
+        let rebuilt = reg.engine.rebuild(None).await?;
+        tracing::info!(cases = rebuilt, "workflow state rebuilt from the register");
+        Ok(reg)
+    }
+
+    pub fn register(self, set: &mut ServiceSet, auth: Authenticator) {
+        use tonic::server::NamedService;
+        set.named(<RegistrationServiceServer<Registration> as NamedService>::NAME)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                RegistrationServiceServer::new(self)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+                auth,
+            ));
+    }
+
+    /// Starts the feed followers and the deadline sweeper. They run until aborted.
+    pub fn start_background(&self) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for feed in [
+            follow::Feed::Survey,
+            follow::Feed::Acceptance,
+            follow::Feed::Tax,
+        ] {
+            tasks.push(tokio::spawn(follow::follow(self.clone(), feed)));
+        }
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.config.lapse_sweep_every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.sweep_deadlines().await {
+                    tracing::warn!(error = %e, "deadline sweep failed");
+                }
+            }
+        }));
+        tasks
+    }
+
+    /// Lapses pending cases past their material deadline (视为放弃).
+    pub async fn sweep_deadlines(&self) -> anyhow::Result<usize> {
+        let mut tx = self.engine.db.begin().await?;
+        let changed = self.engine.lapse_overdue(&mut tx).await?;
+        tx.commit().await?;
+        let n = changed.len();
+        if n > 0 {
+            tracing::info!(cases = n, "cases lapsed past their material deadline");
+        }
+        self.engine.publish(changed).await;
+        Ok(n)
+    }
+}

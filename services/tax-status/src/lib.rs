@@ -1,0 +1,244 @@
+//! 完税 (tax completion) service. The tax bureau pushes its completion feed (契税 paid or relieved per
+//! buyer, 维修资金 deposited, the developer's 税费 cleared, land 出让金 paid) on a bidirectional stream,
+//! delivered at least once: every event carries the bureau's event id, duplicates are acknowledged
+//! without effect and the recorded state does not depend on delivery order. Registration and the
+//! counters ask what is paid, or follow the resumable change feed.
+
+mod push;
+mod query;
+mod validate;
+
+use std::pin::Pin;
+
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tongjiao_auth::Role;
+use tongjiao_proto::tax::{
+    GetBuyerTaxStatusRequest, GetBuyerTaxStatusResponse, GetProjectTaxStatusRequest,
+    GetProjectTaxStatusResponse, GetUnitTaxStatusRequest, GetUnitTaxStatusResponse,
+    PushCompletionsRequest, PushCompletionsResponse, TaxEvent, WatchTaxEventsRequest,
+    WatchTaxEventsResponse, tax_event,
+    tax_status_service_server::{TaxStatusService, TaxStatusServiceServer},
+};
+use tongjiao_server::{
+    ApiError, Authenticator, FeedStream, ServiceSet, caller, feed_stream, field_error, require_role,
+};
+use tongjiao_store::{Backend, Db, EventLog, Schema, StoreError};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Default listen address of the `tax-status` binary.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50053";
+
+/// Most events written in one transaction.
+const BATCH: usize = 1000;
+/// Validated events buffered between the stream reader and the writer, so the next batch fills up
+/// while the current one commits.
+const PIPELINE: usize = 4 * BATCH;
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Who may push the completion feed.
+const PUSH_ROLES: &[Role] = &[Role::TaxBureau];
+/// Who may ask for tax status.
+const READ_ROLES: &[Role] = &[Role::TaxBureau, Role::Registrar, Role::Clerk, Role::Auditor];
+/// Who may follow the change feed.
+const WATCH_ROLES: &[Role] = &[Role::Registrar, Role::TaxBureau, Role::Auditor];
+
+/// The TaxStatusService handlers.
+#[derive(Clone)]
+pub struct TaxStatus {
+    db: Db,
+    log: EventLog,
+}
+
+/// Connects the service to its schema, applying its migrations.
+pub async fn build(db: Db) -> Result<TaxStatus, StoreError> {
+    let migrator = match db.backend() {
+        Backend::Postgres => &PG_MIGRATIONS,
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+    };
+    db.migrate(Schema::Tax, migrator).await?;
+    Ok(TaxStatus {
+        db,
+        log: EventLog::new(Schema::Tax),
+    })
+}
+
+impl TaxStatus {
+    /// Adds the service, behind `auth`, to `set`.
+    pub fn register(self, set: &mut ServiceSet, auth: Authenticator) {
+        set.named(<TaxStatusServiceServer<TaxStatus> as tonic::server::NamedService>::NAME)
+            .add_service(TaxStatusServiceServer::with_interceptor(self, auth));
+    }
+
+    /// Writes batches of whatever the reader has ready and sends their acknowledgements, until the
+    /// client half-closes, the client goes away, or a write fails (then nothing of that batch was
+    /// acknowledged and the client resends it).
+    async fn run_push(
+        self,
+        mut items: mpsc::Receiver<Result<validate::Item, Status>>,
+        out: mpsc::Sender<Result<PushCompletionsResponse, Status>>,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        // Waits for one event, then takes whatever else is already queued, up to BATCH. (Not
+        // `ready_chunks` over a ReceiverStream: tokio's cooperative budget makes that stream report
+        // Pending after 128 items, which capped batches at 128.)
+        while items.recv_many(&mut batch, BATCH).await > 0 {
+            let mut ready = Vec::with_capacity(batch.len());
+            let mut broken = None;
+            for item in batch.drain(..) {
+                match item {
+                    Ok(i) => ready.push(i),
+                    Err(status) => {
+                        broken = Some(status);
+                        break;
+                    }
+                }
+            }
+            if !ready.is_empty() {
+                match self.write_batch(&ready).await {
+                    Ok(acks) => {
+                        for ack in acks {
+                            if out.send(Ok(ack)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = out.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(status) = broken {
+                tracing::info!(%status, "completion feed stream ended with an error");
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the client's stream, validating each event, into the writer's queue.
+async fn read_push(
+    mut inbound: Streaming<PushCompletionsRequest>,
+    items: mpsc::Sender<Result<validate::Item, Status>>,
+) {
+    loop {
+        tokio::select! {
+            msg = inbound.next() => match msg {
+                None => return,
+                Some(Ok(req)) => {
+                    let item = validate::check(req);
+                    if let validate::Item::Invalid { event_id, error } = &item {
+                        tracing::info!(event_id = %event_id.escape_debug(), %error, "rejected tax completion");
+                    }
+                    if items.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(status)) => {
+                    let _ = items.send(Err(status)).await;
+                    return;
+                }
+            },
+            _ = items.closed() => return,
+        }
+    }
+}
+
+type PushStream = Pin<Box<dyn Stream<Item = Result<PushCompletionsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaxStatusService for TaxStatus {
+    type PushCompletionsStream = PushStream;
+    type WatchTaxEventsStream = FeedStream<WatchTaxEventsResponse>;
+
+    async fn push_completions(
+        &self,
+        request: Request<Streaming<PushCompletionsRequest>>,
+    ) -> Result<Response<Self::PushCompletionsStream>, Status> {
+        let claims = caller(&request)?;
+        require_role(&claims, PUSH_ROLES)?;
+        tracing::info!(principal = %format!("{}:{}", claims.role.as_str(), claims.sub),
+            "completion feed opened (完税推送开始)");
+        let (items_tx, items_rx) = mpsc::channel(PIPELINE);
+        let (out_tx, out_rx) = mpsc::channel(PIPELINE);
+        tokio::spawn(read_push(request.into_inner(), items_tx));
+        tokio::spawn(self.clone().run_push(items_rx, out_tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn get_unit_tax_status(
+        &self,
+        request: Request<GetUnitTaxStatusRequest>,
+    ) -> Result<Response<GetUnitTaxStatusResponse>, Status> {
+        let claims = caller(&request)?;
+        require_role(&claims, READ_ROLES)?;
+        let reply = self
+            .unit_status(&request.get_ref().unit_code, claims.role)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_buyer_tax_status(
+        &self,
+        request: Request<GetBuyerTaxStatusRequest>,
+    ) -> Result<Response<GetBuyerTaxStatusResponse>, Status> {
+        let claims = caller(&request)?;
+        require_role(&claims, READ_ROLES)?;
+        let reply = self
+            .buyer_status(&request.get_ref().buyer_id, claims.role)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_project_tax_status(
+        &self,
+        request: Request<GetProjectTaxStatusRequest>,
+    ) -> Result<Response<GetProjectTaxStatusResponse>, Status> {
+        let claims = caller(&request)?;
+        require_role(&claims, READ_ROLES)?;
+        let reply = self.project_status(&request.get_ref().project_id).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn watch_tax_events(
+        &self,
+        request: Request<WatchTaxEventsRequest>,
+    ) -> Result<Response<Self::WatchTaxEventsStream>, Status> {
+        let claims = caller(&request)?;
+        require_role(&claims, WATCH_ROLES)?;
+        let req = request.into_inner();
+        let after = i64::try_from(req.after_sequence).map_err(|_| {
+            field_error(
+                "after_sequence",
+                format!("must be at most {} (序号超出范围)", i64::MAX),
+            )
+        })?;
+        let mask = query::masks_buyer(claims.role);
+        let stream = feed_stream(
+            self.db.clone(),
+            self.log.clone(),
+            after,
+            req.backlog_only,
+            move |stored| {
+                let mut event = TaxEvent::decode(stored.payload.as_slice()).map_err(|e| {
+                    ApiError::internal(format!(
+                        "feed event {} does not decode: {e}",
+                        stored.sequence
+                    ))
+                })?;
+                event.sequence = u64::try_from(stored.sequence).unwrap_or_default();
+                if mask && let Some(tax_event::Payload::DeedTaxPaid(d)) = &mut event.payload {
+                    d.buyer_id = query::buyer_for(&d.buyer_id, true)?;
+                }
+                Ok(WatchTaxEventsResponse { event: Some(event) })
+            },
+        );
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,424 @@
+//! The completion feed's write path (完税推送入库): a batch of validated events is deduplicated against
+//! `tax.received`, its new facts and feed events are written in one transaction with multi-row INSERTs,
+//! and only after the commit are the acknowledgements built, one per request, in arrival order.
+use std::collections::HashMap;
+
+use prost::Message;
+use sqlx::{AssertSqlSafe, Row};
+use tongjiao_proto::tax::{AckStatus, PushCompletionsResponse, TaxEvent};
+use tongjiao_server::{ApiError, timestamp_ms};
+use tongjiao_store::{NewEvent, StoreError, Tx, now_ms};
+
+use crate::{
+    TaxStatus,
+    validate::{Fact, Item, ValidEvent},
+};
+
+/// Rows per multi-row statement (at most 9 parameters a row: well under both backends' limits).
+const CHUNK: usize = 1000;
+/// Attempts when a concurrent stream claimed one of the batch's event ids first.
+const ATTEMPTS: usize = 5;
+
+pub(crate) const REUSED: &str = "event_id reused with different content (事件编号重复但内容不同)";
+
+/// Why one attempt at a batch did not commit.
+enum BatchError {
+    /// Another stream committed one of our new event ids meanwhile; the next attempt sees it.
+    Raced,
+    Store(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Store(e)
+    }
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Store(e.into())
+    }
+}
+
+/// How each distinct valid event id of a batch stands after the commit.
+struct Known {
+    content_sha256: String,
+    sequence: i64,
+    /// Index (in the batch) of the occurrence that this batch recorded, if it did.
+    accepted_at: Option<usize>,
+}
+
+impl TaxStatus {
+    /// Writes one batch and returns its acknowledgements, one per item, in order. On error nothing of
+    /// the batch was committed and nothing may be acknowledged.
+    pub(crate) async fn write_batch(
+        &self,
+        items: &[Item],
+    ) -> Result<Vec<PushCompletionsResponse>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_batch(items).await {
+                Ok(known) => return acks(items, &known),
+                Err(BatchError::Raced) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, "event ids claimed concurrently, retrying batch");
+                }
+                Err(BatchError::Raced) => {
+                    return Err(ApiError::Unavailable(
+                        "event ids are being recorded by another stream; resend (事件正由其他推送写入，请重发)"
+                            .into(),
+                    ));
+                }
+                Err(BatchError::Store(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn try_batch(&self, items: &[Item]) -> Result<HashMap<String, Known>, BatchError> {
+        // First valid occurrence of each event id, in arrival order.
+        let mut firsts: Vec<&ValidEvent> = Vec::new();
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Item::Valid(ev) = item
+                && !first_index.contains_key(ev.event_id.as_str())
+            {
+                first_index.insert(ev.event_id.as_str(), i);
+                firsts.push(ev);
+            }
+        }
+        let mut known: HashMap<String, Known> = HashMap::new();
+        if firsts.is_empty() {
+            return Ok(known);
+        }
+
+        let mut tx = self.db.begin().await?;
+        for chunk in firsts.chunks(CHUNK) {
+            let mut sql = String::from(
+                "SELECT event_id, content_sha256, sequence FROM tax.received WHERE event_id IN (",
+            );
+            push_params(&mut sql, 1, chunk.len());
+            sql.push(')');
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ev in chunk {
+                q = q.bind(ev.event_id.clone());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let id: String = row.try_get(0)?;
+                known.insert(
+                    id,
+                    Known {
+                        content_sha256: row.try_get(1)?,
+                        sequence: row.try_get(2)?,
+                        accepted_at: None,
+                    },
+                );
+            }
+        }
+        let fresh: Vec<&ValidEvent> = firsts
+            .into_iter()
+            .filter(|ev| !known.contains_key(&ev.event_id))
+            .collect();
+        if fresh.is_empty() {
+            tx.rollback().await?;
+            return Ok(known);
+        }
+
+        let recorded = now_ms();
+        self.claim(&mut tx, &fresh, recorded).await?;
+        self.insert_facts(&mut tx, &fresh, recorded).await?;
+        let events = fresh
+            .iter()
+            .map(|ev| NewEvent {
+                event_id: ev.event_id.clone(),
+                kind: ev.fact.kind(),
+                subject: ev.fact.subject().to_owned(),
+                payload: TaxEvent {
+                    sequence: 0,
+                    event_id: ev.event_id.clone(),
+                    recorded_at: Some(timestamp_ms(recorded)),
+                    payload: Some(ev.fact.event_payload()),
+                }
+                .encode_to_vec(),
+            })
+            .collect();
+        let seqs = self.log.append(&mut tx, events).await?;
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Err(StoreError::Corrupt("feed append returned no sequence".into()).into());
+        };
+        if last - first + 1 != fresh.len() as i64 {
+            return Err(
+                StoreError::Corrupt("feed sequences of a batch are not contiguous".into()).into(),
+            );
+        }
+        // The claimed rows hold -(rank + 1); rank r got sequence first + r.
+        for chunk in fresh.chunks(CHUNK) {
+            let mut sql = String::from(
+                "UPDATE tax.received SET sequence = $1 - sequence WHERE event_id IN (",
+            );
+            push_params(&mut sql, 2, chunk.len());
+            sql.push(')');
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(first - 1);
+            for ev in chunk {
+                q = q.bind(ev.event_id.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.log.notify_committed(last);
+        tracing::info!(
+            accepted = fresh.len(),
+            first_sequence = first,
+            last_sequence = last,
+            first_event_id = %fresh[0].event_id,
+            last_event_id = %fresh[fresh.len() - 1].event_id,
+            "recorded tax completions (完税信息已入库)"
+        );
+        for (rank, ev) in fresh.iter().enumerate() {
+            tracing::debug!(event_id = %ev.event_id, kind = ev.fact.kind(), subject = ev.fact.subject(),
+                sequence = first + rank as i64, "recorded tax completion");
+            known.insert(
+                ev.event_id.clone(),
+                Known {
+                    content_sha256: ev.content_sha256.clone(),
+                    sequence: first + rank as i64,
+                    accepted_at: first_index.get(ev.event_id.as_str()).copied(),
+                },
+            );
+        }
+        Ok(known)
+    }
+
+    /// Claims the new event ids in `tax.received`, in event-id order so that concurrent streams lock
+    /// rows in the same order (no deadlock). A row another stream committed meanwhile is not returned:
+    /// then the attempt is abandoned and retried.
+    async fn claim(
+        &self,
+        tx: &mut Tx<'_>,
+        fresh: &[&ValidEvent],
+        recorded: i64,
+    ) -> Result<(), BatchError> {
+        let mut ranked: Vec<(usize, &ValidEvent)> = fresh.iter().copied().enumerate().collect();
+        ranked.sort_unstable_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
+        let mut claimed = 0usize;
+        for chunk in ranked.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms) VALUES ",
+            );
+            push_rows(&mut sql, chunk.len(), 5);
+            sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (rank, ev) in chunk {
+                q = q
+                    .bind(ev.event_id.clone())
+                    .bind(ev.content_sha256.clone())
+                    .bind(ev.fact.kind())
+                    .bind(-(*rank as i64) - 1)
+                    .bind(recorded);
+            }
+            claimed += q.fetch_all(&mut **tx).await?.len();
+        }
+        if claimed != fresh.len() {
+            return Err(BatchError::Raced);
+        }
+        Ok(())
+    }
+
+    async fn insert_facts(
+        &self,
+        tx: &mut Tx<'_>,
+        fresh: &[&ValidEvent],
+        recorded: i64,
+    ) -> Result<(), BatchError> {
+        let mut deed = Vec::new();
+        let mut fund = Vec::new();
+        let mut developer = Vec::new();
+        let mut land = Vec::new();
+        for ev in fresh {
+            match &ev.fact {
+                Fact::DeedTax { .. } => deed.push(*ev),
+                Fact::MaintenanceFund { .. } => fund.push(*ev),
+                Fact::DeveloperTax { .. } => developer.push(*ev),
+                Fact::LandFees { .. } => land.push(*ev),
+            }
+        }
+        for chunk in deed.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
+                 relieved, relief_basis, occurred_at_ms, recorded_at_ms) VALUES ",
+            );
+            push_rows(&mut sql, chunk.len(), 9);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ev in chunk {
+                if let Fact::DeedTax {
+                    unit_code,
+                    buyer_id,
+                    amount,
+                    voucher_number,
+                    relieved,
+                    relief_basis,
+                } = &ev.fact
+                {
+                    q = q
+                        .bind(ev.event_id.clone())
+                        .bind(unit_code.as_str().to_owned())
+                        .bind(buyer_id.as_str().to_owned())
+                        .bind(amount.fen())
+                        .bind(voucher_number.clone())
+                        .bind(i64::from(*relieved))
+                        .bind(relief_basis.clone())
+                        .bind(ev.occurred_at_ms)
+                        .bind(recorded);
+                }
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for chunk in fund.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
+                 occurred_at_ms, recorded_at_ms) VALUES ",
+            );
+            push_rows(&mut sql, chunk.len(), 6);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ev in chunk {
+                if let Fact::MaintenanceFund {
+                    unit_code,
+                    amount,
+                    receipt_number,
+                } = &ev.fact
+                {
+                    q = q
+                        .bind(ev.event_id.clone())
+                        .bind(unit_code.as_str().to_owned())
+                        .bind(amount.fen())
+                        .bind(receipt_number.clone())
+                        .bind(ev.occurred_at_ms)
+                        .bind(recorded);
+                }
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for chunk in developer.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
+                 voucher_number, occurred_at_ms, recorded_at_ms) VALUES ",
+            );
+            push_rows(&mut sql, chunk.len(), 6);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ev in chunk {
+                if let Fact::DeveloperTax {
+                    project_id,
+                    developer_credit_code,
+                    voucher_number,
+                } = &ev.fact
+                {
+                    q = q
+                        .bind(ev.event_id.clone())
+                        .bind(project_id.as_str().to_owned())
+                        .bind(developer_credit_code.as_str().to_owned())
+                        .bind(voucher_number.clone())
+                        .bind(ev.occurred_at_ms)
+                        .bind(recorded);
+                }
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for chunk in land.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
+                 occurred_at_ms, recorded_at_ms) VALUES ",
+            );
+            push_rows(&mut sql, chunk.len(), 6);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for ev in chunk {
+                if let Fact::LandFees {
+                    parcel_code,
+                    amount,
+                    voucher_number,
+                } = &ev.fact
+                {
+                    q = q
+                        .bind(ev.event_id.clone())
+                        .bind(parcel_code.as_str().to_owned())
+                        .bind(amount.fen())
+                        .bind(voucher_number.clone())
+                        .bind(ev.occurred_at_ms)
+                        .bind(recorded);
+                }
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One acknowledgement per item, in order: the occurrence this batch recorded is ACCEPTED, every other
+/// occurrence with the recorded content is a DUPLICATE of it, any other content is REJECTED.
+fn acks(
+    items: &[Item],
+    known: &HashMap<String, Known>,
+) -> Result<Vec<PushCompletionsResponse>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Item::Invalid { event_id, error } => Ok(rejected(event_id, error)),
+            Item::Valid(ev) => match known.get(&ev.event_id) {
+                Some(k) if k.content_sha256 != ev.content_sha256 => {
+                    Ok(rejected(&ev.event_id, REUSED))
+                }
+                Some(k) => Ok(PushCompletionsResponse {
+                    event_id: ev.event_id.clone(),
+                    status: if k.accepted_at == Some(i) {
+                        AckStatus::Accepted
+                    } else {
+                        AckStatus::Duplicate
+                    } as i32,
+                    sequence: u64::try_from(k.sequence).map_err(|_| {
+                        ApiError::internal(format!(
+                            "event {} has sequence {}",
+                            ev.event_id, k.sequence
+                        ))
+                    })?,
+                    error: String::new(),
+                }),
+                // Every valid id was either recorded earlier or by this batch.
+                None => Err(ApiError::internal(format!(
+                    "event {} neither recorded nor found",
+                    ev.event_id
+                ))),
+            },
+        })
+        .collect()
+}
+
+fn rejected(event_id: &str, error: &str) -> PushCompletionsResponse {
+    PushCompletionsResponse {
+        event_id: event_id.to_owned(),
+        status: AckStatus::Rejected as i32,
+        sequence: 0,
+        error: error.to_owned(),
+    }
+}
+
+/// Appends `$from, $from+1, …` (`n` placeholders).
+fn push_params(sql: &mut String, from: usize, n: usize) {
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('$');
+        sql.push_str(&(from + i).to_string());
+    }
+}
+
+/// Appends `n` row tuples of `cols` placeholders each.
+fn push_rows(sql: &mut String, n: usize, cols: usize) {
+    for r in 0..n {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        push_params(sql, r * cols + 1, cols);
+        sql.push(')');
+    }
+}

@@ -1,0 +1,924 @@
+//! The 房证同交 pipeline end to end, through the generated clients only.
+use std::collections::{BTreeMap, HashSet};
+
+use tongjiao_auth::Role;
+use tongjiao_domain::CertificateNumber;
+use tongjiao_e2e::*;
+use tongjiao_proto::{registration as reg, tax};
+use tongjiao_testkit::authed;
+use tonic::Code;
+
+async fn submit(suite: &Suite, sc: &Scenario, request_id: &str) -> reg::HandoverBatch {
+    suite
+        .registration()
+        .await
+        .submit_handover_batch(authed(
+            sc.batch(request_id, suite.clock.today()),
+            &suite.token(Role::Developer),
+        ))
+        .await
+        .expect("submit batch")
+        .into_inner()
+        .batch
+        .expect("batch")
+}
+
+async fn find_by_unit(suite: &Suite, unit: &str) -> reg::Case {
+    let cases = suite
+        .registration()
+        .await
+        .find_cases(authed(
+            reg::FindCasesRequest {
+                key: Some(reg::find_cases_request::Key::UnitCode(unit.into())),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await
+        .expect("find cases")
+        .into_inner()
+        .cases;
+    assert_eq!(cases.len(), 1, "one case per unit: {cases:?}");
+    cases.into_iter().next().expect("case")
+}
+
+async fn register(
+    suite: &Suite,
+    case_id: &str,
+    request_id: &str,
+) -> Result<reg::Case, tonic::Status> {
+    Ok(suite
+        .registration()
+        .await
+        .register_transfer(authed(
+            reg::RegisterTransferRequest {
+                request_id: request_id.into(),
+                case_id: case_id.into(),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await?
+        .into_inner()
+        .case
+        .expect("case"))
+}
+
+async fn issue(
+    suite: &Suite,
+    case_id: &str,
+    request_id: &str,
+) -> Result<reg::Certificate, tonic::Status> {
+    Ok(suite
+        .registration()
+        .await
+        .issue_certificate(authed(
+            reg::IssueCertificateRequest {
+                request_id: request_id.into(),
+                case_id: case_id.into(),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await?
+        .into_inner()
+        .certificate
+        .expect("certificate"))
+}
+
+fn serials(certs: &[reg::Certificate]) -> Vec<u64> {
+    let mut s: Vec<u64> = certs.iter().map(|c| c.serial).collect();
+    s.sort_unstable();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_goes_from_building_table_to_every_certificate() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-001", 3, 4);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch-1").await;
+    let counts = batch.counts.expect("counts");
+    assert_eq!(counts.total as usize, sc.cases.len());
+    assert_eq!(
+        counts.pending as usize,
+        sc.cases.len(),
+        "taxes not in yet: every case pending"
+    );
+
+    // Before the tax feed, each case names exactly what it lacks.
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    let kinds: Vec<i32> = case.missing.iter().map(|m| m.kind).collect();
+    assert!(
+        kinds.contains(&(reg::MissingKind::DeedTax as i32)),
+        "{case:?}"
+    );
+    assert!(
+        kinds.contains(&(reg::MissingKind::MaintenanceFund as i32)),
+        "{case:?}"
+    );
+    assert!(
+        !kinds.contains(&(reg::MissingKind::FirstRegistration as i32)),
+        "{case:?}"
+    );
+
+    let acks = push_tax(&suite, sc.tax_events()).await;
+    assert!(
+        acks.iter()
+            .all(|a| a.status == tax::AckStatus::Accepted as i32),
+        "{acks:?}"
+    );
+    wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+
+    let mut certs = Vec::new();
+    for (i, c) in sc.cases.iter().enumerate() {
+        let case = find_by_unit(&suite, &c.unit_code).await;
+        assert_eq!(case.state, reg::CaseState::Ready as i32);
+        assert!(case.missing.is_empty());
+        register(&suite, &case.case_id, &format!("reg-{i}"))
+            .await
+            .expect("register transfer");
+        let cert = issue(&suite, &case.case_id, &format!("cert-{i}"))
+            .await
+            .expect("issue");
+        let parsed: CertificateNumber = cert
+            .certificate_number
+            .parse()
+            .expect("certificate number parses");
+        assert_eq!(parsed.province_abbr, "晋");
+        assert_eq!(parsed.region_name, "垣曲县");
+        assert_eq!(
+            cert.right_holders,
+            c.buyers
+                .iter()
+                .map(|b| b.0.as_str())
+                .collect::<Vec<_>>()
+                .join("、")
+        );
+        assert_eq!(cert.unit_code_raw, c.unit_code);
+        assert!(
+            cert.location.starts_with("垣曲县新城区同交路8号"),
+            "{cert:?}"
+        );
+        assert_eq!(cert.right_type, "国有建设用地使用权/房屋所有权");
+        assert_eq!(cert.right_nature, "出让/市场化商品房");
+        assert_eq!(cert.usage, "城镇住宅用地/住宅");
+        assert!(cert.area.contains("房屋建筑面积"), "{cert:?}");
+        assert!(
+            cert.term_of_use
+                .contains("2020年01月01日起2090年12月31日止"),
+            "{cert:?}"
+        );
+        assert!(cert.other_info.contains("钢筋混凝土结构"), "{cert:?}");
+        assert_eq!(
+            cert.co_ownership,
+            if c.buyers.len() == 1 {
+                "单独所有"
+            } else {
+                "共同共有"
+            }
+        );
+        certs.push(cert);
+    }
+    let n = sc.cases.len() as u64;
+    assert_eq!(
+        serials(&certs),
+        (1..=n).collect::<Vec<_>>(),
+        "gap-free serials 1..=N"
+    );
+    let numbers: HashSet<&str> = certs
+        .iter()
+        .map(|c| c.certificate_number.as_str())
+        .collect();
+    assert_eq!(numbers.len(), certs.len(), "numbers are unique");
+
+    let done = wait_batch(&suite, &batch.batch_id, |c| {
+        c.certificate_issued as u64 == n
+    })
+    .await;
+    assert_eq!(done.pending + done.ready + done.transfer_registered, 0);
+
+    // A certificate reads back by its number, also written with ASCII brackets.
+    let ascii = certs[0]
+        .certificate_number
+        .replace('（', "(")
+        .replace('）', ")");
+    let got = suite
+        .registration()
+        .await
+        .get_certificate(authed(
+            reg::GetCertificateRequest {
+                certificate_number: ascii,
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await
+        .expect("get certificate")
+        .into_inner()
+        .certificate
+        .expect("certificate");
+    assert_eq!(got, certs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_precondition_refusal_names_what_is_missing_and_changes_nothing() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-002", 1, 3);
+    let mut r = suite.registration().await;
+    let dev = suite.token(Role::Developer);
+    r.enroll_project(authed(
+        reg::EnrollProjectRequest {
+            request_id: "enroll".into(),
+            project: Some(sc.project(&suite.developer_org)),
+        },
+        &dev,
+    ))
+    .await
+    .expect("enroll");
+
+    // 首次登记 before the 楼盘表, the filings and the developer's taxes.
+    let err = r
+        .apply_first_registration(authed(
+            reg::ApplyFirstRegistrationRequest {
+                request_id: "apply-early".into(),
+                project_id: sc.project_id.clone(),
+            },
+            &dev,
+        ))
+        .await
+        .expect_err("refused");
+    let kinds = precondition_kinds(&err);
+    assert_eq!(
+        kinds,
+        ["building_table", "acceptance", "developer_tax"],
+        "{err:?}"
+    );
+    assert!(err.message().contains("首次登记"), "{err:?}");
+
+    // Completing without an application is refused too.
+    let err = r
+        .complete_first_registration(authed(
+            reg::CompleteFirstRegistrationRequest {
+                request_id: "complete-early".into(),
+                project_id: sc.project_id.clone(),
+            },
+            &suite.token(Role::Registrar),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Submit the batch before first registration: cases wait for it.
+    let batch = submit(&suite, &sc, "batch").await;
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    let kinds: Vec<i32> = case.missing.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            reg::MissingKind::FirstRegistration as i32,
+            reg::MissingKind::BuildingTableUnit as i32,
+            reg::MissingKind::DeedTax as i32,
+            reg::MissingKind::MaintenanceFund as i32,
+        ]
+    );
+    let err = register(&suite, &case.case_id, "reg-early")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        precondition_kinds(&err),
+        [
+            "first_registration",
+            "building_table_unit",
+            "deed_tax",
+            "maintenance_fund"
+        ]
+    );
+    let err = issue(&suite, &case.case_id, "cert-early")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let unchanged = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    assert_eq!(unchanged.version, case.version, "a refusal changes nothing");
+
+    // The rest of the project, then only the maintenance fund of unit 0 and the deed taxes.
+    suite
+        .survey()
+        .await
+        .upload_building_table(authed(
+            sc.building_table("table"),
+            &suite.token(Role::HousingBureau),
+        ))
+        .await
+        .expect("upload");
+    record_filings(&suite, &sc.project_id).await;
+    push_tax(&suite, vec![sc.developer_tax_event(&suite.developer_org)]).await;
+    wait_first_registration_possible(&suite, &sc.project_id).await;
+    r.apply_first_registration(authed(
+        reg::ApplyFirstRegistrationRequest {
+            request_id: "apply".into(),
+            project_id: sc.project_id.clone(),
+        },
+        &dev,
+    ))
+    .await
+    .expect("apply");
+    r.complete_first_registration(authed(
+        reg::CompleteFirstRegistrationRequest {
+            request_id: "complete".into(),
+            project_id: sc.project_id.clone(),
+        },
+        &suite.token(Role::Registrar),
+    ))
+    .await
+    .expect("complete");
+    let deed_only: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .filter(|e| e.event_id.starts_with("deed-"))
+        .collect();
+    push_tax(&suite, deed_only).await;
+    let unit0 = sc.cases[0].unit_code.clone();
+    let case = eventually("only the maintenance fund missing", 30, || {
+        let s = &suite;
+        let unit0 = unit0.clone();
+        async move {
+            let c = find_by_unit(s, &unit0).await;
+            (c.missing.len() == 1).then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(
+        case.missing[0].kind,
+        reg::MissingKind::MaintenanceFund as i32
+    );
+    let err = register(&suite, &case.case_id, "reg-no-fund")
+        .await
+        .expect_err("refused");
+    assert_eq!(precondition_kinds(&err), ["maintenance_fund"]);
+    assert!(err.message().contains("维修资金"), "{err:?}");
+
+    // With the fund in: transfer, then no certificate twice.
+    let fund0: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .filter(|e| e.event_id == format!("fund-{unit0}"))
+        .collect();
+    push_tax(&suite, fund0).await;
+    let case = eventually("case 0 ready", 30, || {
+        let s = &suite;
+        let unit0 = unit0.clone();
+        async move {
+            let c = find_by_unit(s, &unit0).await;
+            (c.state == reg::CaseState::Ready as i32).then_some(c)
+        }
+    })
+    .await;
+    let err = issue(&suite, &case.case_id, "cert-before-transfer")
+        .await
+        .expect_err("refused");
+    assert!(err.message().contains("转移登记"), "{err:?}");
+    register(&suite, &case.case_id, "reg-0")
+        .await
+        .expect("register");
+    let err = register(&suite, &case.case_id, "reg-0-again")
+        .await
+        .expect_err("twice");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let cert = issue(&suite, &case.case_id, "cert-0").await.expect("issue");
+    let err = issue(&suite, &case.case_id, "cert-0-again")
+        .await
+        .expect_err("twice");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&cert.certificate_number), "{err:?}");
+
+    // Past the material deadline, a case still missing something lapses and says so.
+    suite
+        .clock
+        .advance(std::time::Duration::from_secs(6 * 86_400));
+    let unit1 = sc.cases[1].unit_code.clone();
+    let lapsed = eventually("case 1 lapsed", 30, || {
+        let s = &suite;
+        let unit1 = unit1.clone();
+        async move {
+            let c = find_by_unit(s, &unit1).await;
+            (c.state == reg::CaseState::Lapsed as i32).then_some(c)
+        }
+    })
+    .await;
+    assert!(lapsed.lapsed_reason.contains("视为放弃"), "{lapsed:?}");
+    assert!(
+        lapsed.lapsed_reason.contains("maintenance fund"),
+        "{lapsed:?}"
+    );
+    let err = register(&suite, &lapsed.case_id, "reg-lapsed")
+        .await
+        .expect_err("lapsed");
+    assert!(err.message().contains("视为放弃"), "{err:?}");
+    let counts = wait_batch(&suite, &batch.batch_id, |c| c.lapsed == 2).await;
+    assert_eq!(counts.certificate_issued, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_rejected_field_by_field_and_nothing_is_written() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-003", 1, 2);
+    let mut r = suite.registration().await;
+    let dev = suite.token(Role::Developer);
+
+    let mut bad = sc.project(&suite.developer_org);
+    bad.developer_credit_code = "91140827MA0000000X".into();
+    bad.parcel_code = "140827001002GB0001".into();
+    bad.agreement_signed_on = "2026-02-30".into();
+    bad.kind = 0;
+    let err = r
+        .enroll_project(authed(
+            reg::EnrollProjectRequest {
+                request_id: "bad-enroll".into(),
+                project: Some(bad),
+            },
+            &dev,
+        ))
+        .await
+        .expect_err("invalid");
+    let fields = bad_fields(&err);
+    for f in [
+        "project.kind",
+        "project.parcel_code",
+        "project.developer_credit_code",
+        "project.agreement_signed_on",
+    ] {
+        assert!(fields.contains(&f.to_string()), "{f} in {fields:?}");
+    }
+    let err = r
+        .get_project(authed(
+            reg::GetProjectRequest {
+                project_id: sc.project_id.clone(),
+            },
+            &dev,
+        ))
+        .await
+        .expect_err("nothing written");
+    assert_eq!(err.code(), Code::NotFound);
+
+    prepare_project(&suite, &sc).await;
+    let good = sc.batch("b", suite.clock.today());
+    let cases: [(&str, BatchMutation); 7] = [
+        (
+            "cases[0].unit_code",
+            Box::new(|b| b.cases[0].unit_code = "140827001002GB00012F0001000".into()),
+        ),
+        (
+            "cases[1].unit_code",
+            Box::new(|b| b.cases[1].unit_code = unit_code_other_parcel()),
+        ),
+        (
+            "cases[0].buyers[0].resident_id",
+            Box::new(|b| {
+                let id = &mut b.cases[0].buyers[0].resident_id;
+                let last = if id.ends_with('0') { '1' } else { '0' };
+                id.pop();
+                id.push(last);
+            }),
+        ),
+        (
+            "cases[0].co_ownership",
+            Box::new(|b| b.cases[0].co_ownership = reg::CoOwnership::Joint as i32),
+        ),
+        (
+            "cases[1].contract_number",
+            Box::new(|b| b.cases[1].contract_number = String::new()),
+        ),
+        (
+            "material_deadline",
+            Box::new(|b| b.material_deadline = "2099-01-01".into()),
+        ),
+        (
+            "handover_date",
+            Box::new(|b| b.handover_date = "2026-13-01".into()),
+        ),
+    ];
+    for (field, mutate) in cases {
+        let mut req = good.clone();
+        req.request_id = format!("bad-{field}");
+        mutate(&mut req);
+        let err = r
+            .submit_handover_batch(authed(req, &dev))
+            .await
+            .expect_err(field);
+        let fields = bad_fields(&err);
+        assert!(
+            fields.contains(&field.to_string()),
+            "{field} in {fields:?}: {err:?}"
+        );
+        assert!(
+            err.message().contains('（')
+                || err
+                    .message()
+                    .chars()
+                    .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+            "Chinese term in {err:?}"
+        );
+    }
+    let none = r
+        .find_cases(authed(
+            reg::FindCasesRequest {
+                key: Some(reg::find_cases_request::Key::UnitCode(
+                    sc.cases[0].unit_code.clone(),
+                )),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await
+        .expect("find")
+        .into_inner()
+        .cases;
+    assert!(none.is_empty(), "rejected batches wrote nothing: {none:?}");
+
+    // Bad look-up keys.
+    let err = r
+        .find_cases(authed(
+            reg::FindCasesRequest {
+                key: Some(reg::find_cases_request::Key::BuyerId(
+                    "140827199001010000".into(),
+                )),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await
+        .expect_err("bad id");
+    assert_eq!(bad_fields(&err), ["buyer_id"]);
+    let err = r
+        .get_certificate(authed(
+            reg::GetCertificateRequest {
+                certificate_number: "晋2026垣曲县第1号".into(),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await
+        .expect_err("bad number");
+    assert_eq!(bad_fields(&err), ["certificate_number"]);
+}
+
+type BatchMutation = Box<dyn Fn(&mut reg::SubmitHandoverBatchRequest)>;
+
+fn unit_code_other_parcel() -> String {
+    "140827001002GB00013F00010001".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_with_one_request_id_returns_the_first_reply() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-004", 1, 2);
+    prepare_project(&suite, &sc).await;
+    let first = submit(&suite, &sc, "batch-once").await;
+    let again = submit(&suite, &sc, "batch-once").await;
+    assert_eq!(first, again, "same request id, same reply");
+    let mut different = sc.batch("batch-once", suite.clock.today());
+    different.cases.pop();
+    let err = suite
+        .registration()
+        .await
+        .submit_handover_batch(authed(different, &suite.token(Role::Developer)))
+        .await
+        .expect_err("different payload");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    push_tax(&suite, sc.tax_events()).await;
+    wait_batch(&suite, &first.batch_id, |c| c.ready == 2).await;
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    let a = register(&suite, &case.case_id, "reg")
+        .await
+        .expect("register");
+    let b = register(&suite, &case.case_id, "reg").await.expect("retry");
+    assert_eq!(a, b);
+    let c1 = issue(&suite, &case.case_id, "cert").await.expect("issue");
+    let c2 = issue(&suite, &case.case_id, "cert").await.expect("retry");
+    assert_eq!(c1, c2, "a retry returns the same certificate");
+    let other = find_by_unit(&suite, &sc.cases[1].unit_code).await;
+    register(&suite, &other.case_id, "reg-2")
+        .await
+        .expect("register");
+    let c3 = issue(&suite, &other.case_id, "cert-2")
+        .await
+        .expect("issue");
+    assert_eq!(c3.serial, c1.serial + 1, "the retry consumed no number");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_counters_racing_on_one_case_yield_exactly_one_certificate() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-005", 1, 3);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    push_tax(&suite, sc.tax_events()).await;
+    wait_batch(&suite, &batch.batch_id, |c| c.ready == 3).await;
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    register(&suite, &case.case_id, "reg")
+        .await
+        .expect("register");
+
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let channel = suite
+            .registration
+            .as_ref()
+            .expect("running")
+            .channel()
+            .await;
+        let token = suite.token(Role::Clerk);
+        let case_id = case.case_id.clone();
+        tasks.push(tokio::spawn(async move {
+            RegClient::new(channel)
+                .issue_certificate(authed(
+                    reg::IssueCertificateRequest {
+                        request_id: format!("counter-{i}"),
+                        case_id,
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().certificate.expect("certificate"))
+        }));
+    }
+    let mut ok = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(c) => ok.push(c),
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one certificate");
+    assert_eq!(refused, 15);
+    assert_eq!(ok[0].serial, 1);
+
+    // Concurrent counters on different cases: gap-free and unique.
+    let mut tasks = Vec::new();
+    for c in &sc.cases[1..] {
+        let case = find_by_unit(&suite, &c.unit_code).await;
+        register(&suite, &case.case_id, &format!("reg-{}", case.case_id))
+            .await
+            .expect("register");
+        let channel = suite
+            .registration
+            .as_ref()
+            .expect("running")
+            .channel()
+            .await;
+        let token = suite.token(Role::Clerk);
+        tasks.push(tokio::spawn(async move {
+            RegClient::new(channel)
+                .issue_certificate(authed(
+                    reg::IssueCertificateRequest {
+                        request_id: format!("cert-{}", case.case_id),
+                        case_id: case.case_id.clone(),
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().certificate.expect("certificate"))
+        }));
+    }
+    let mut all = ok;
+    for t in tasks {
+        all.push(t.await.expect("task").expect("issued"));
+    }
+    assert_eq!(serials(&all), [1, 2, 3]);
+}
+
+/// The state a feed leaves: per unit, its case's state and what it lacks.
+async fn case_states(suite: &Suite, sc: &Scenario) -> BTreeMap<String, (i32, Vec<i32>)> {
+    let mut out = BTreeMap::new();
+    for c in &sc.cases {
+        let case = find_by_unit(suite, &c.unit_code).await;
+        out.insert(
+            c.unit_code.clone(),
+            (case.state, case.missing.iter().map(|m| m.kind).collect()),
+        );
+    }
+    out
+}
+
+fn unit_of(e: &tax::PushCompletionsRequest) -> String {
+    use tax::push_completions_request::Payload;
+    match &e.payload {
+        Some(Payload::DeedTaxPaid(d)) => d.unit_code.clone(),
+        Some(Payload::MaintenanceFundDeposited(m)) => m.unit_code.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Case states once two reads half a second apart agree.
+async fn settled_states(s: &Suite, sc: &Scenario) -> BTreeMap<String, (i32, Vec<i32>)> {
+    let mut last = case_states(s, sc).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = case_states(s, sc).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicated_and_reordered_tax_feed_leaves_the_same_state_as_a_clean_one() {
+    let sc = Scenario::new("YQ-E2E-006", 2, 5);
+    // Only some of the taxes arrive, so the comparison covers pending cases too.
+    let partial: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 != 1)
+        .map(|(_, e)| e)
+        .collect();
+
+    let clean = Suite::start().await;
+    prepare_project(&clean, &sc).await;
+    let batch = submit(&clean, &sc, "batch").await;
+    let acks = push_tax(&clean, partial.clone()).await;
+    assert!(
+        acks.iter()
+            .all(|a| a.status == tax::AckStatus::Accepted as i32)
+    );
+
+    let messy = Suite::start().await;
+    prepare_project(&messy, &sc).await;
+    let messy_batch = submit(&messy, &sc, "batch").await;
+    let mut shuffled = partial.clone();
+    // A fixed permutation with every third event sent twice, the copies far from the originals.
+    shuffled.reverse();
+    let copies: Vec<_> = partial.iter().step_by(3).cloned().collect();
+    for (i, c) in copies.into_iter().enumerate() {
+        let at = (i * 7) % shuffled.len();
+        shuffled.insert(at, c);
+    }
+    let acks = push_tax(&messy, shuffled).await;
+    let dups = acks
+        .iter()
+        .filter(|a| a.status == tax::AckStatus::Duplicate as i32)
+        .count();
+    assert_eq!(
+        dups,
+        partial.len().div_ceil(3),
+        "every copy acknowledged as a duplicate"
+    );
+
+    // A case is ready exactly when all its events arrived; wait for that count in both.
+    let sent: HashSet<String> = partial.iter().map(|e| e.event_id.clone()).collect();
+    let expected_ready = sc
+        .tax_events()
+        .chunk_by(|a, b| unit_of(a) == unit_of(b))
+        .filter(|events| events.iter().all(|e| sent.contains(&e.event_id)))
+        .count() as u32;
+    assert!(expected_ready > 0 && (expected_ready as usize) < sc.cases.len());
+    let c1 = wait_batch(&clean, &batch.batch_id, |c| c.ready == expected_ready).await;
+    let c2 = wait_batch(&messy, &messy_batch.batch_id, |c| c.ready == expected_ready).await;
+    let s1 = settled_states(&clean, &sc).await;
+    let s2 = settled_states(&messy, &sc).await;
+    assert_eq!(s1, s2, "same facts, same state");
+    assert_eq!(c1.ready, c2.ready);
+    assert!(
+        s1.values()
+            .any(|(st, _)| *st == reg::CaseState::Pending as i32),
+        "some cases still pending"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_restarted_mid_batch_loses_nothing() {
+    let mut suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-007", 2, 6);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    let events = sc.tax_events();
+    let (first, second) = events.split_at(events.len() / 2);
+    push_tax(&suite, first.to_vec()).await;
+
+    // Down while the rest of the feed arrives, and its Redis state lost too.
+    suite.stop_registration().await;
+    push_tax(&suite, second.to_vec()).await;
+    tongjiao_workflow::Workflow::redis(&tongjiao_testkit::redis_url(), &suite.redis_prefix)
+        .await
+        .expect("redis")
+        .clear()
+        .await
+        .expect("clear");
+    suite.start_registration().await;
+
+    wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    let mut certs = Vec::new();
+    for (i, c) in sc.cases.iter().enumerate() {
+        let case = find_by_unit(&suite, &c.unit_code).await;
+        register(&suite, &case.case_id, &format!("reg-{i}"))
+            .await
+            .expect("register");
+        certs.push(
+            issue(&suite, &case.case_id, &format!("cert-{i}"))
+                .await
+                .expect("issue"),
+        );
+    }
+    assert_eq!(
+        serials(&certs),
+        (1..=sc.cases.len() as u64).collect::<Vec<_>>()
+    );
+
+    // Restart once more: the register keeps every certificate and the counters continue.
+    suite.stop_registration().await;
+    suite.start_registration().await;
+    let counts = wait_batch(&suite, &batch.batch_id, |c| {
+        c.certificate_issued as usize == sc.cases.len()
+    })
+    .await;
+    assert_eq!(counts.total as usize, sc.cases.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_role_sees_only_what_it_may() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-008", 1, 2);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    let mut r = suite.registration().await;
+
+    let other_dev = suite
+        .keys
+        .token(Role::Developer, "developer-2", Some(&credit_code(2)), None);
+    let err = r
+        .get_project(authed(
+            reg::GetProjectRequest {
+                project_id: sc.project_id.clone(),
+            },
+            &other_dev,
+        ))
+        .await
+        .expect_err("another developer's project");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = r
+        .get_handover_batch(authed(
+            reg::GetHandoverBatchRequest {
+                batch_id: batch.batch_id.clone(),
+            },
+            &other_dev,
+        ))
+        .await
+        .expect_err("another developer's batch");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let other_clerk = suite
+        .keys
+        .token(Role::Clerk, "clerk-2", None, Some("140802"));
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    let err = register(&suite, &case.case_id, "x").await.map(|_| ()).err();
+    assert!(err.is_some(), "not ready yet");
+    let err = r
+        .get_case(authed(
+            reg::GetCaseRequest {
+                case_id: case.case_id.clone(),
+            },
+            &other_clerk,
+        ))
+        .await
+        .expect_err("clerk of another county");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = r
+        .issue_certificate(authed(
+            reg::IssueCertificateRequest {
+                request_id: "dev-issue".into(),
+                case_id: case.case_id.clone(),
+            },
+            &suite.token(Role::Developer),
+        ))
+        .await
+        .expect_err("developers don't issue certificates");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = r
+        .get_case(tonic::Request::new(reg::GetCaseRequest {
+            case_id: case.case_id.clone(),
+        }))
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // The developer sees its own case with masked resident ids; the clerk sees them in clear.
+    let mine = r
+        .get_case(authed(
+            reg::GetCaseRequest {
+                case_id: case.case_id.clone(),
+            },
+            &suite.token(Role::Developer),
+        ))
+        .await
+        .expect("own case")
+        .into_inner()
+        .case
+        .expect("case");
+    assert!(mine.buyers[0].resident_id.contains("********"), "{mine:?}");
+    assert_eq!(case.buyers[0].resident_id, sc.cases[0].buyers[0].1);
+}
