@@ -83,14 +83,14 @@ impl Suite {
         let db_url = fresh_database().await;
         let keys = TestKeys::new();
         let survey = {
-            let db = Db::connect(&db_url, 8).await.expect("connect survey db");
+            let db = Db::connect(&db_url, 4).await.expect("connect survey db");
             let svc = tongjiao_survey_data::build(db).await.expect("build survey");
             let mut set = ServiceSet::new();
             svc.register(&mut set, keys.authenticator());
             spawn(set).await
         };
         let acceptance = {
-            let db = Db::connect(&db_url, 8)
+            let db = Db::connect(&db_url, 4)
                 .await
                 .expect("connect acceptance db");
             let svc = tongjiao_acceptance::build(db)
@@ -101,7 +101,7 @@ impl Suite {
             spawn(set).await
         };
         let tax = {
-            let db = Db::connect(&db_url, 8).await.expect("connect tax db");
+            let db = Db::connect(&db_url, 4).await.expect("connect tax db");
             let svc = tongjiao_tax_status::build(db).await.expect("build tax");
             let mut set = ServiceSet::new();
             svc.register(&mut set, keys.authenticator());
@@ -125,7 +125,7 @@ impl Suite {
 
     /// Starts (or restarts) the registration service on a new port.
     pub async fn start_registration(&mut self) {
-        let db = Db::connect(&self.db_url, 16)
+        let db = Db::connect(&self.db_url, 8)
             .await
             .expect("connect registration db");
         let workflow = Workflow::redis(&tongjiao_testkit::redis_url(), &self.redis_prefix)

@@ -27,7 +27,7 @@ use crate::{
     engine::{evaluate, snapshot, write_case},
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
-        FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow,
+        FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow, Val, insert_rows,
     },
 };
 
@@ -473,49 +473,6 @@ fn validate_cases(
     out
 }
 
-/// One bound value of a multi-row insert.
-enum Val {
-    Text(String),
-    Int(i64),
-    NullText,
-    NullInt,
-}
-
-/// Multi-row INSERT in chunks: one round trip per chunk, not per row.
-async fn insert_rows(tx: &mut Tx<'_>, prefix: &str, rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
-    let Some(width) = rows.first().map(Vec::len) else {
-        return Ok(());
-    };
-    let per_chunk = (30_000 / width).max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<Val>> = rows.by_ref().take(per_chunk).collect();
-        let mut sql = String::from(prefix);
-        sql.push_str(" VALUES ");
-        for (i, _) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            sql.push_str(&rows::params(i * width + 1, width));
-            sql.push(')');
-        }
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
-            for val in row {
-                q = match val {
-                    Val::Text(s) => q.bind(s),
-                    Val::Int(n) => q.bind(n),
-                    Val::NullText => q.bind(None::<String>),
-                    Val::NullInt => q.bind(None::<i64>),
-                };
-            }
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 impl Registration {
     async fn enroll_project_impl(
         &self,
@@ -573,6 +530,7 @@ impl Registration {
                 Val::NullInt,
                 Val::NullInt,
             ]],
+            "",
         )
         .await?;
         let resp = pb::EnrollProjectResponse {
@@ -983,25 +941,27 @@ impl Registration {
                 Val::Text(batch.submitted_by.clone()),
                 Val::Int(batch.submitted_at_ms),
                 Val::Int(batch.case_count),
-            ]],
-        )
+            ]], "")
         .await?;
         insert_rows(
             &mut tx,
             &format!("INSERT INTO registration.cases ({CASE_COLUMNS})"),
             case_vals,
+            "",
         )
         .await?;
         insert_rows(
             &mut tx,
             "INSERT INTO registration.case_buyers (case_id, position, name, resident_id, share_bp)",
             buyer_vals,
+            "",
         )
         .await?;
         insert_rows(
             &mut tx,
             "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)",
             log_vals,
+            "",
         )
         .await?;
         // The reply's counts come from the cases just written, before the workflow store has them.

@@ -1,7 +1,10 @@
 //! Registration follows the survey, acceptance and tax feeds. Each batch of events is applied, the
 //! feed's cursor advanced and the affected cases re-evaluated in one transaction, so a restart
 //! resumes exactly after the last applied event and never applies one twice.
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use sqlx::AssertSqlSafe;
@@ -9,7 +12,10 @@ use tongjiao_proto::{acceptance as acc, survey, tax};
 use tongjiao_store::{StoreError, Tx};
 use tonic::{Request, transport::Channel};
 
-use crate::{Registration, rows};
+use crate::{
+    Registration,
+    rows::{self, insert_rows},
+};
 
 const BATCH: usize = 500;
 
@@ -112,7 +118,7 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|r| r.map(|e| e.event.unwrap_or_default()))
                     .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, apply_survey).await?;
+                apply_batch(reg, feed, events, Facts::survey).await?;
             }
         }
         Feed::Acceptance => {
@@ -135,7 +141,7 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|r| r.map(|e| e.event.unwrap_or_default()))
                     .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, apply_acceptance).await?;
+                apply_batch(reg, feed, events, |f, e, _| f.acceptance(e)).await?;
             }
         }
         Feed::Tax => {
@@ -158,7 +164,7 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|r| r.map(|e| e.event.unwrap_or_default()))
                     .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, apply_tax).await?;
+                apply_batch(reg, feed, events, Facts::tax).await?;
             }
         }
     }
@@ -184,17 +190,197 @@ impl Sequenced for tax::TaxEvent {
     }
 }
 
-type ApplyFn<E> = for<'a, 'b> fn(
-    &'a mut Tx<'b>,
-    &'a E,
-    &'a mut Touched,
-) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
+/// The facts of a batch of events, gathered so each table gets one multi-row write per batch rather
+/// than one round trip per event. Later events win where a fact is replaced (keyed maps).
+#[derive(Default)]
+struct Facts {
+    tables: BTreeMap<String, (i64, String, i64)>,
+    units: BTreeMap<String, (String, survey::Unit)>,
+    gates: BTreeMap<String, (i64, String)>,
+    deed_taxes: BTreeMap<(String, String), String>,
+    funds: BTreeMap<String, (i64, String)>,
+    developer_taxes: BTreeMap<String, (String, String)>,
+    land_fees: BTreeMap<String, String>,
+}
+
+impl Facts {
+    fn survey(&mut self, ev: &survey::SurveyEvent, touched: &mut Touched) {
+        match &ev.payload {
+            Some(survey::survey_event::Payload::BuildingTablePublished(t)) => {
+                let entry =
+                    self.tables
+                        .entry(ev.project_id.clone())
+                        .or_insert((0, String::new(), 0));
+                if i64::from(t.version) >= entry.0 {
+                    *entry = (
+                        i64::from(t.version),
+                        t.parcel_code.clone(),
+                        i64::from(t.unit_count),
+                    );
+                }
+            }
+            Some(survey::survey_event::Payload::UnitMeasured(m)) => {
+                if let Some(u) = &m.unit {
+                    let newer = self
+                        .units
+                        .get(&u.unit_code)
+                        .is_none_or(|(_, old)| u.table_version >= old.table_version);
+                    if newer {
+                        self.units
+                            .insert(u.unit_code.clone(), (ev.project_id.clone(), u.clone()));
+                    }
+                    touched.units.insert(u.unit_code.clone());
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn acceptance(&mut self, ev: &acc::AcceptanceEvent) {
+        if let Some(acc::acceptance_event::Payload::GateChanged(g)) = &ev.payload {
+            let missing: Vec<&str> = g.missing.iter().map(|k| filing_name(*k)).collect();
+            self.gates.insert(
+                g.project_id.clone(),
+                (i64::from(g.complete), missing.join("\n")),
+            );
+        }
+    }
+
+    fn tax(&mut self, ev: &tax::TaxEvent, touched: &mut Touched) {
+        use tax::tax_event::Payload;
+        match &ev.payload {
+            Some(Payload::DeedTaxPaid(d)) => {
+                self.deed_taxes
+                    .entry((d.unit_code.clone(), d.buyer_id.clone()))
+                    .or_insert_with(|| d.voucher_number.clone());
+                touched.units.insert(d.unit_code.clone());
+            }
+            Some(Payload::MaintenanceFundDeposited(m)) => {
+                self.funds
+                    .entry(m.unit_code.clone())
+                    .or_insert((m.amount_fen, m.receipt_number.clone()));
+                touched.units.insert(m.unit_code.clone());
+            }
+            Some(Payload::DeveloperTaxCleared(d)) => {
+                self.developer_taxes
+                    .entry(d.project_id.clone())
+                    .or_insert((d.developer_credit_code.clone(), d.voucher_number.clone()));
+            }
+            Some(Payload::LandFeesPaid(l)) => {
+                self.land_fees
+                    .entry(l.parcel_code.clone())
+                    .or_insert_with(|| l.voucher_number.clone());
+                touched.land_parcels.insert(l.parcel_code.clone());
+            }
+            None => {}
+        }
+    }
+
+    async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        use rows::Val::{Int, Text};
+        insert_rows(
+            tx,
+            "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count)",
+            self.tables
+                .into_iter()
+                .map(|(p, (v, parcel, n))| vec![Text(p), Int(v), Text(parcel), Int(n)])
+                .collect(),
+            " ON CONFLICT (project_id) DO UPDATE SET latest_version = excluded.latest_version, \
+             parcel_code = excluded.parcel_code, unit_count = excluded.unit_count \
+             WHERE excluded.latest_version > registration.building_tables.latest_version",
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO registration.units (unit_code, project_id, table_version, building_number, room_number, \
+             floor_number, location, planned_usage, structure, total_floors, gfa_centi, internal_centi, shared_centi)",
+            self.units
+                .into_values()
+                .map(|(project, u)| {
+                    vec![
+                        Text(u.unit_code),
+                        Text(project),
+                        Int(i64::from(u.table_version)),
+                        Int(i64::from(u.building_number)),
+                        Text(u.room_number),
+                        Int(i64::from(u.floor_number)),
+                        Text(u.location),
+                        Text(u.planned_usage),
+                        Int(i64::from(u.structure)),
+                        Int(i64::from(u.total_floors)),
+                        Int(u.measured_gfa_centi_sqm),
+                        Int(u.internal_area_centi_sqm),
+                        Int(u.shared_area_centi_sqm),
+                    ]
+                })
+                .collect(),
+            " ON CONFLICT (unit_code) DO UPDATE SET project_id = excluded.project_id, table_version = excluded.table_version, \
+             building_number = excluded.building_number, room_number = excluded.room_number, floor_number = excluded.floor_number, \
+             location = excluded.location, planned_usage = excluded.planned_usage, structure = excluded.structure, \
+             total_floors = excluded.total_floors, gfa_centi = excluded.gfa_centi, internal_centi = excluded.internal_centi, \
+             shared_centi = excluded.shared_centi WHERE excluded.table_version >= registration.units.table_version",
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO registration.gates (project_id, complete, missing)",
+            self.gates
+                .into_iter()
+                .map(|(p, (c, m))| vec![Text(p), Int(c), Text(m)])
+                .collect(),
+            " ON CONFLICT (project_id) DO UPDATE SET complete = excluded.complete, missing = excluded.missing",
+        )
+        .await?;
+        // Tax facts only ever accumulate: the first record of a fact stands.
+        insert_rows(
+            tx,
+            "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number)",
+            self.deed_taxes
+                .into_iter()
+                .map(|((u, b), v)| vec![Text(u), Text(b), Text(v)])
+                .collect(),
+            " ON CONFLICT (unit_code, buyer_id) DO NOTHING",
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number)",
+            self.funds
+                .into_iter()
+                .map(|(u, (a, r))| vec![Text(u), Int(a), Text(r)])
+                .collect(),
+            " ON CONFLICT (unit_code) DO NOTHING",
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO registration.developer_taxes (project_id, credit_code, voucher_number)",
+            self.developer_taxes
+                .into_iter()
+                .map(|(p, (c, v))| vec![Text(p), Text(c), Text(v)])
+                .collect(),
+            " ON CONFLICT (project_id) DO NOTHING",
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO registration.land_fees (parcel_code, voucher_number)",
+            self.land_fees
+                .into_iter()
+                .map(|(p, v)| vec![Text(p), Text(v)])
+                .collect(),
+            " ON CONFLICT (parcel_code) DO NOTHING",
+        )
+        .await?;
+        Ok(())
+    }
+}
 
 async fn apply_batch<E: Sequenced>(
     reg: &Registration,
     feed: Feed,
     events: Vec<E>,
-    apply: ApplyFn<E>,
+    gather: fn(&mut Facts, &E, &mut Touched),
 ) -> anyhow::Result<()> {
     let mut tx = reg.engine.db.begin().await?;
     // The cursor row is the follower's lock: a second replica following the same feed waits here
@@ -211,18 +397,20 @@ async fn apply_batch<E: Sequenced>(
         row.map(|r| r.0).unwrap_or(0)
     };
     let mut touched = Touched::default();
+    let mut facts = Facts::default();
     let mut last = current;
     for ev in &events {
         if ev.sequence() <= last {
             continue;
         }
-        apply(&mut tx, ev, &mut touched).await?;
+        gather(&mut facts, ev, &mut touched);
         last = ev.sequence();
     }
     if last == current {
         tx.rollback().await?;
         return Ok(());
     }
+    facts.write(&mut tx).await?;
     set_cursor(&mut tx, feed, last).await?;
     let mut units: Vec<String> = touched.units.into_iter().collect();
     if !touched.land_parcels.is_empty() {
@@ -252,89 +440,6 @@ async fn apply_batch<E: Sequenced>(
     Ok(())
 }
 
-fn apply_survey<'a, 'b>(
-    tx: &'a mut Tx<'b>,
-    ev: &'a survey::SurveyEvent,
-    touched: &'a mut Touched,
-) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
-    Box::pin(async move {
-        match &ev.payload {
-            Some(survey::survey_event::Payload::BuildingTablePublished(t)) => {
-                sqlx::query(
-                    "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (project_id) DO UPDATE SET latest_version = excluded.latest_version, \
-                     parcel_code = excluded.parcel_code, unit_count = excluded.unit_count \
-                     WHERE excluded.latest_version > registration.building_tables.latest_version",
-                )
-                .bind(&ev.project_id)
-                .bind(t.version as i64)
-                .bind(&t.parcel_code)
-                .bind(t.unit_count as i64)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Some(survey::survey_event::Payload::UnitMeasured(m)) => {
-                if let Some(u) = &m.unit {
-                    sqlx::query(
-                        "INSERT INTO registration.units (unit_code, project_id, table_version, building_number, room_number, \
-                         floor_number, location, planned_usage, structure, total_floors, gfa_centi, internal_centi, shared_centi) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                         ON CONFLICT (unit_code) DO UPDATE SET project_id = excluded.project_id, table_version = excluded.table_version, \
-                         building_number = excluded.building_number, room_number = excluded.room_number, floor_number = excluded.floor_number, \
-                         location = excluded.location, planned_usage = excluded.planned_usage, structure = excluded.structure, \
-                         total_floors = excluded.total_floors, gfa_centi = excluded.gfa_centi, internal_centi = excluded.internal_centi, \
-                         shared_centi = excluded.shared_centi WHERE excluded.table_version >= registration.units.table_version",
-                    )
-                    .bind(&u.unit_code)
-                    .bind(&ev.project_id)
-                    .bind(u.table_version as i64)
-                    .bind(u.building_number as i64)
-                    .bind(&u.room_number)
-                    .bind(u.floor_number as i64)
-                    .bind(&u.location)
-                    .bind(&u.planned_usage)
-                    .bind(u.structure as i64)
-                    .bind(u.total_floors as i64)
-                    .bind(u.measured_gfa_centi_sqm)
-                    .bind(u.internal_area_centi_sqm)
-                    .bind(u.shared_area_centi_sqm)
-                    .execute(&mut **tx)
-                    .await?;
-                    touched.units.insert(u.unit_code.clone());
-                }
-            }
-            None => {}
-        }
-        Ok(())
-    })
-}
-
-fn apply_acceptance<'a, 'b>(
-    tx: &'a mut Tx<'b>,
-    ev: &'a acc::AcceptanceEvent,
-    _touched: &'a mut Touched,
-) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
-    Box::pin(async move {
-        if let Some(acc::acceptance_event::Payload::GateChanged(g)) = &ev.payload {
-            let missing: Vec<String> = g
-                .missing
-                .iter()
-                .map(|k| filing_name(*k).to_owned())
-                .collect();
-            sqlx::query(
-                "INSERT INTO registration.gates (project_id, complete, missing) VALUES ($1, $2, $3) \
-                 ON CONFLICT (project_id) DO UPDATE SET complete = excluded.complete, missing = excluded.missing",
-            )
-            .bind(&g.project_id)
-            .bind(i64::from(g.complete))
-            .bind(missing.join("\n"))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
-    })
-}
-
 fn filing_name(kind: i32) -> &'static str {
     match acc::FilingKind::try_from(kind) {
         Ok(acc::FilingKind::PlanningAcceptance) => "planning acceptance (规划验收)",
@@ -343,64 +448,4 @@ fn filing_name(kind: i32) -> &'static str {
         Ok(acc::FilingKind::CadastralSurvey) => "cadastral survey (权籍调查)",
         _ => "unknown filing (未知备案)",
     }
-}
-
-fn apply_tax<'a, 'b>(
-    tx: &'a mut Tx<'b>,
-    ev: &'a tax::TaxEvent,
-    touched: &'a mut Touched,
-) -> futures::future::BoxFuture<'a, Result<(), StoreError>> {
-    use tax::tax_event::Payload;
-    Box::pin(async move {
-        match &ev.payload {
-            Some(Payload::DeedTaxPaid(d)) => {
-                sqlx::query(
-                    "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number) VALUES ($1, $2, $3) \
-                     ON CONFLICT (unit_code, buyer_id) DO NOTHING",
-                )
-                .bind(&d.unit_code)
-                .bind(&d.buyer_id)
-                .bind(&d.voucher_number)
-                .execute(&mut **tx)
-                .await?;
-                touched.units.insert(d.unit_code.clone());
-            }
-            Some(Payload::MaintenanceFundDeposited(m)) => {
-                sqlx::query(
-                    "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number) VALUES ($1, $2, $3) \
-                     ON CONFLICT (unit_code) DO NOTHING",
-                )
-                .bind(&m.unit_code)
-                .bind(m.amount_fen)
-                .bind(&m.receipt_number)
-                .execute(&mut **tx)
-                .await?;
-                touched.units.insert(m.unit_code.clone());
-            }
-            Some(Payload::DeveloperTaxCleared(d)) => {
-                sqlx::query(
-                    "INSERT INTO registration.developer_taxes (project_id, credit_code, voucher_number) VALUES ($1, $2, $3) \
-                     ON CONFLICT (project_id) DO NOTHING",
-                )
-                .bind(&d.project_id)
-                .bind(&d.developer_credit_code)
-                .bind(&d.voucher_number)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Some(Payload::LandFeesPaid(l)) => {
-                sqlx::query(
-                    "INSERT INTO registration.land_fees (parcel_code, voucher_number) VALUES ($1, $2) \
-                     ON CONFLICT (parcel_code) DO NOTHING",
-                )
-                .bind(&l.parcel_code)
-                .bind(&l.voucher_number)
-                .execute(&mut **tx)
-                .await?;
-                touched.land_parcels.insert(l.parcel_code.clone());
-            }
-            None => {}
-        }
-        Ok(())
-    })
 }

@@ -296,3 +296,52 @@ pub async fn project_facts(
         land_fees_paid: fees.is_some(),
     })
 }
+
+/// One bound value of a multi-row insert.
+pub enum Val {
+    Text(String),
+    Int(i64),
+    NullText,
+    NullInt,
+}
+
+/// Multi-row INSERT in chunks: one round trip per chunk, not per row.
+pub async fn insert_rows(
+    tx: &mut Tx<'_>,
+    prefix: &str,
+    rows: Vec<Vec<Val>>,
+    suffix: &str,
+) -> Result<(), StoreError> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(());
+    };
+    let per_chunk = (30_000 / width).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Val>> = rows.by_ref().take(per_chunk).collect();
+        let mut sql = String::from(prefix);
+        sql.push_str(" VALUES ");
+        for (i, _) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            sql.push_str(&params(i * width + 1, width));
+            sql.push(')');
+        }
+        sql.push_str(suffix);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for row in chunk {
+            for val in row {
+                q = match val {
+                    Val::Text(s) => q.bind(s),
+                    Val::Int(n) => q.bind(n),
+                    Val::NullText => q.bind(None::<String>),
+                    Val::NullInt => q.bind(None::<i64>),
+                };
+            }
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
