@@ -922,3 +922,122 @@ async fn each_role_sees_only_what_it_may() {
     assert!(mine.buyers[0].resident_id.contains("********"), "{mine:?}");
     assert_eq!(case.buyers[0].resident_id, sc.cases[0].buyers[0].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_land_parcel_gets_its_certificate_on_delivery_day() {
+    use tongjiao_proto::tax::push_completions_request::Payload;
+    let suite = Suite::start().await;
+    let parcel = "140827001002GB00099";
+    let unit = format!("{parcel}W00000000");
+    let mut project = Scenario::new("YQ-LAND-001", 1, 1).project(&suite.developer_org);
+    project.kind = reg::ProjectKind::Land as i32;
+    project.parcel_code = parcel.into();
+    project.name = "垣曲县标准地1号".into();
+    if let Some(land) = project.land.as_mut() {
+        land.usage = "工业用地".into();
+        land.term_end = "2070-12-31".into();
+    }
+    let mut r = suite.registration().await;
+    let dev = suite.token(Role::Developer);
+    r.enroll_project(authed(
+        reg::EnrollProjectRequest {
+            request_id: "enroll".into(),
+            project: Some(project),
+        },
+        &dev,
+    ))
+    .await
+    .expect("enroll land project");
+    record_filings(&suite, "YQ-LAND-001").await;
+    let buyer = resident_id(9001);
+    let events = vec![
+        tax::PushCompletionsRequest {
+            event_id: "land-devtax".into(),
+            occurred_at: None,
+            payload: Some(Payload::DeveloperTaxCleared(tax::DeveloperTaxCleared {
+                project_id: "YQ-LAND-001".into(),
+                developer_credit_code: suite.developer_org.clone(),
+                voucher_number: "TDWS-001".into(),
+            })),
+        },
+        tax::PushCompletionsRequest {
+            event_id: "land-fees".into(),
+            occurred_at: None,
+            payload: Some(Payload::LandFeesPaid(tax::LandFeesPaid {
+                parcel_code: parcel.into(),
+                amount_fen: 1_800_000_00,
+                voucher_number: "CRJ-2026-001".into(),
+            })),
+        },
+        tax::PushCompletionsRequest {
+            event_id: "land-deed".into(),
+            occurred_at: None,
+            payload: Some(Payload::DeedTaxPaid(tax::DeedTaxPaid {
+                unit_code: unit.clone(),
+                buyer_id: buyer.clone(),
+                amount_fen: 5_400_000,
+                voucher_number: "QS-2026-001".into(),
+                relieved: false,
+                relief_basis: String::new(),
+            })),
+        },
+    ];
+    push_tax(&suite, events).await;
+    // No 楼盘表 is needed for land.
+    wait_first_registration_possible(&suite, "YQ-LAND-001").await;
+    r.apply_first_registration(authed(
+        reg::ApplyFirstRegistrationRequest {
+            request_id: "apply".into(),
+            project_id: "YQ-LAND-001".into(),
+        },
+        &dev,
+    ))
+    .await
+    .expect("apply");
+    r.complete_first_registration(authed(
+        reg::CompleteFirstRegistrationRequest {
+            request_id: "complete".into(),
+            project_id: "YQ-LAND-001".into(),
+        },
+        &suite.token(Role::Registrar),
+    ))
+    .await
+    .expect("complete");
+    let today = suite.clock.today();
+    let batch = r
+        .submit_handover_batch(authed(
+            reg::SubmitHandoverBatchRequest {
+                request_id: "land-batch".into(),
+                project_id: "YQ-LAND-001".into(),
+                handover_date: tongjiao_domain::format_date(today + time::Duration::days(3)),
+                material_deadline: tongjiao_domain::format_date(today + time::Duration::days(1)),
+                cases: vec![reg::CaseSubmission {
+                    unit_code: unit.clone(),
+                    buyers: vec![reg::Buyer {
+                        name: "用地人".into(),
+                        resident_id: buyer,
+                        share_basis_points: 0,
+                    }],
+                    co_ownership: reg::CoOwnership::Sole as i32,
+                    contract_number: "CRHT-2026-001".into(),
+                    same_day_opt_in: true,
+                }],
+            },
+            &dev,
+        ))
+        .await
+        .expect("land batch")
+        .into_inner()
+        .batch
+        .expect("batch");
+    wait_batch(&suite, &batch.batch_id, |c| c.ready == 1).await;
+    let case = find_by_unit(&suite, &unit).await;
+    register(&suite, &case.case_id, "reg")
+        .await
+        .expect("register");
+    let cert = issue(&suite, &case.case_id, "cert").await.expect("issue");
+    assert_eq!(cert.right_type, "国有建设用地使用权");
+    assert_eq!(cert.usage, "工业用地");
+    assert!(cert.area.starts_with("宗地面积"), "{cert:?}");
+    assert!(cert.remarks.contains("地证同交"), "{cert:?}");
+}
