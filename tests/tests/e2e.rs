@@ -965,7 +965,7 @@ async fn a_land_parcel_gets_its_certificate_on_delivery_day() {
             occurred_at: None,
             payload: Some(Payload::LandFeesPaid(tax::LandFeesPaid {
                 parcel_code: parcel.into(),
-                amount_fen: 1_800_000_00,
+                amount_fen: 180_000_000,
                 voucher_number: "CRJ-2026-001".into(),
             })),
         },

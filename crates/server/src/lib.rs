@@ -12,7 +12,7 @@ mod telemetry;
 
 pub use auth::{Authenticator, caller, require_role};
 pub use config::{CommonArgs, shutdown_signal};
-pub use error::{ApiError, field_error};
+pub use error::{ApiError, PreconditionViolation, field_error};
 pub use feed::{FeedStream, feed_stream};
 pub use mutation::{Begun, begin_mutation, finish_mutation};
 pub use serve::{ServiceSet, serve};

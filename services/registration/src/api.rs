@@ -21,8 +21,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     Registration,
     convert::{
-        case_proto, co_ownership_from_pb, decode_missing, mask_case, missing_items, printed_fields,
-        project_proto,
+        case_proto, co_ownership_from_pb, mask_case, missing_items, printed_fields, project_proto,
+        stored_missing,
     },
     engine::{evaluate, snapshot, write_case},
     rows::{
@@ -594,15 +594,15 @@ impl Registration {
         project_access(&claims, &p.developer_credit_code, &p.county_code)?;
         match p.first_registration.as_str() {
             FIRST_APPLIED => {
-                return Err(ApiError::precondition(
+                return Err(ApiError::conflict(
+                    "first_registration_applied",
                     "first registration already applied for, waiting for the registrar (首次登记已申请，待登簿)",
-                    vec![],
                 ));
             }
             FIRST_COMPLETED => {
-                return Err(ApiError::precondition(
+                return Err(ApiError::conflict(
+                    "first_registration_completed",
                     "first registration already completed (首次登记已完成)",
-                    vec![],
                 ));
             }
             _ => {}
@@ -666,16 +666,16 @@ impl Registration {
         project_access(&claims, &p.developer_credit_code, &p.county_code)?;
         match p.first_registration.as_str() {
             FIRST_COMPLETED => {
-                return Err(ApiError::precondition(
+                return Err(ApiError::conflict(
+                    "first_registration_completed",
                     "first registration already completed (首次登记已完成)",
-                    vec![],
                 ));
             }
             FIRST_APPLIED => {}
             _ => {
-                return Err(ApiError::precondition(
+                return Err(ApiError::conflict(
+                    "first_registration_not_applied",
                     "first registration has not been applied for (开发企业尚未申请首次登记)",
-                    vec![],
                 ));
             }
         }
@@ -788,13 +788,13 @@ impl Registration {
         .await?;
         if !busy.is_empty() {
             let list: Vec<String> = busy.iter().take(10).map(|(u,)| u.clone()).collect();
-            return Err(ApiError::precondition(
+            return Err(ApiError::conflict(
+                "unit_in_open_batch",
                 format!(
                     "{} unit(s) already have a live case in another batch (单元已在其他交房批次中办理): {}",
                     busy.len(),
                     list.join(", ")
                 ),
-                vec![],
             ));
         }
         let parcels = if project.is_land() {
@@ -814,7 +814,8 @@ impl Registration {
             .take(10)
             .collect();
         if !foreign.is_empty() {
-            return Err(ApiError::precondition(
+            return Err(ApiError::conflict(
+                "unit_of_another_project",
                 format!(
                     "units belong to another project's building table (单元属于其他项目的楼盘表): {}",
                     foreign
@@ -823,7 +824,6 @@ impl Registration {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                vec![],
             ));
         }
         let now = self.engine.clock.now_ms();
@@ -1294,7 +1294,7 @@ impl Registration {
         let now = self.engine.clock.now_ms();
         let mut next = row.clone();
         next.state = transition(CaseState::Ready, CaseEvent::TransferRegistered)
-            .map_err(|e| ApiError::precondition(e.to_string(), vec![]))?
+            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
             .as_str()
             .to_owned();
         next.version += 1;
@@ -1471,7 +1471,7 @@ impl Registration {
         .map_err(StoreError::from)?;
         let mut next = row.clone();
         next.state = transition(CaseState::TransferRegistered, CaseEvent::CertificateIssued)
-            .map_err(|e| ApiError::precondition(e.to_string(), vec![]))?
+            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
             .as_str()
             .to_owned();
         next.version += 1;
@@ -1699,42 +1699,51 @@ fn refuse_unless(row: &CaseRow, wanted: CaseState, action: &str) -> Result<(), A
     if state == wanted {
         return Ok(());
     }
-    let items: Vec<tongjiao_domain::Missing> = decode_missing(&row.missing)
-        .into_iter()
-        .filter_map(|m| {
-            let kind = pb::MissingKind::try_from(m.kind).ok()?;
-            let kind = kind
-                .as_str_name()
-                .trim_start_matches("MISSING_KIND_")
-                .to_lowercase()
-                .parse()
-                .ok()?;
-            Some(tongjiao_domain::Missing {
-                kind,
-                detail: m.detail,
-                buyer_id: (!m.buyer_id.is_empty()).then_some(m.buyer_id),
-            })
-        })
-        .collect();
-    let why = match state {
+    let (kind, why) = match state {
         CaseState::Pending => {
-            format!("case is pending: {action} needs every item below (办件材料未齐)")
+            // The stored missing items are the violations.
+            let violations = stored_missing(&row.missing)
+                .map(
+                    |(kind, subject, description)| tongjiao_server::PreconditionViolation {
+                        kind: kind.to_owned(),
+                        subject: subject.to_owned(),
+                        description: description.to_owned(),
+                    },
+                )
+                .collect();
+            return Err(ApiError::FailedPrecondition {
+                summary: format!("case is pending: {action} needs every item below (办件材料未齐)"),
+                violations,
+            });
         }
-        CaseState::Ready => format!(
-            "transfer registration is not recorded yet: {action} must wait (尚未办理转移登记)"
+        CaseState::Ready => (
+            "transfer_not_registered",
+            format!(
+                "transfer registration is not recorded yet: {action} must wait (尚未办理转移登记)"
+            ),
         ),
-        CaseState::TransferRegistered => {
-            "transfer registration is already recorded (转移登记已办理)".to_owned()
-        }
-        CaseState::CertificateIssued => format!(
-            "certificate already issued for this case: {} (该办件已发证)",
-            row.certificate_number.clone().unwrap_or_default()
+        CaseState::TransferRegistered => (
+            "transfer_registered",
+            "transfer registration is already recorded (转移登记已办理)".to_owned(),
         ),
-        CaseState::Lapsed => format!(
-            "case lapsed (视为放弃): {}",
-            row.lapsed_reason.clone().unwrap_or_default()
+        CaseState::CertificateIssued => (
+            "certificate_issued",
+            format!(
+                "certificate already issued for this case: {} (该办件已发证)",
+                row.certificate_number.clone().unwrap_or_default()
+            ),
         ),
-        CaseState::OptedOut => "buyer did not opt in to 房证同交 (未选择房证同交)".to_owned(),
+        CaseState::Lapsed => (
+            "lapsed",
+            format!(
+                "case lapsed (视为放弃): {}",
+                row.lapsed_reason.clone().unwrap_or_default()
+            ),
+        ),
+        CaseState::OptedOut => (
+            "opted_out",
+            "buyer did not opt in to 房证同交 (未选择房证同交)".to_owned(),
+        ),
     };
-    Err(ApiError::precondition(why, items))
+    Err(ApiError::conflict(kind, why))
 }

@@ -26,19 +26,24 @@ pub fn encode_missing(items: &[Missing]) -> String {
         .join("\n")
 }
 
+/// The stored lines as (kind, masked buyer id, detail).
+pub fn stored_missing(s: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    s.split('\n').filter(|l| !l.is_empty()).map(|line| {
+        let mut parts = line.splitn(3, '\t');
+        (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        )
+    })
+}
+
 pub fn decode_missing(s: &str) -> Vec<pb::MissingItem> {
-    s.split('\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let kind = parts.next().unwrap_or("");
-            let buyer = parts.next().unwrap_or("");
-            let detail = parts.next().unwrap_or("");
-            pb::MissingItem {
-                kind: kind.parse::<MissingKind>().map(missing_kind).unwrap_or(0),
-                detail: detail.to_owned(),
-                buyer_id: buyer.to_owned(),
-            }
+    stored_missing(s)
+        .map(|(kind, buyer, detail)| pb::MissingItem {
+            kind: kind.parse::<MissingKind>().map(missing_kind).unwrap_or(0),
+            detail: detail.to_owned(),
+            buyer_id: buyer.to_owned(),
         })
         .collect()
 }

@@ -102,10 +102,8 @@ impl SurveyData {
         claims: &Claims,
         req: &UploadBuildingTableRequest,
     ) -> Result<UploadBuildingTableResponse, ApiError> {
-        let t0 = std::time::Instant::now();
-        let table = validate::validate_upload(req)
-            .map_err(|v| ApiError::InvalidArgument(validate::fit_for_reply(v)))?;
-        eprintln!("PROF validate {:?}", t0.elapsed());
+        let started = std::time::Instant::now();
+        let table = validate::validate_upload(req).map_err(ApiError::InvalidArgument)?;
         let principal = format!("{}:{}", claims.role.as_str(), claims.sub);
         let mut tx = match begin_mutation::<_, UploadBuildingTableResponse>(
             &self.db,
@@ -147,9 +145,7 @@ impl SurveyData {
             .checked_add(1)
             .ok_or_else(|| ApiError::internal("table version overflow"))?;
 
-        eprintln!("PROF begin+lock {:?}", t0.elapsed());
         store::insert_version(&mut tx, &table, version, &principal, now).await?;
-        eprintln!("PROF insert {:?}", t0.elapsed());
         let (foreign, total) =
             store::foreign_units(&mut tx, project, version, FOREIGN_UNITS_LISTED).await?;
         if total > 0 {
@@ -170,14 +166,11 @@ impl SurveyData {
                 Vec::new(),
             ));
         }
-        eprintln!("PROF foreign {:?}", t0.elapsed());
         store::set_latest_version(&mut tx, project, version).await?;
 
         let unit_count = table.unit_count();
         let events = self.events(&table, version, now)?;
-        eprintln!("PROF events built {:?}", t0.elapsed());
         let seqs = self.log.append(&mut tx, events).await?;
-        eprintln!("PROF appended {:?}", t0.elapsed());
         let resp = UploadBuildingTableResponse {
             project_id: project.to_owned(),
             version,
@@ -187,7 +180,6 @@ impl SurveyData {
                 .map_err(|_| ApiError::internal("building count overflow"))?,
         };
         finish_mutation(&self.idem, tx, &principal, table.request_id.as_str(), &resp).await?;
-        eprintln!("PROF committed {:?}", t0.elapsed());
         if let Some(last) = seqs.last() {
             self.log.notify_committed(*last);
         }
@@ -199,6 +191,7 @@ impl SurveyData {
             units = unit_count,
             buildings = table.buildings.len(),
             principal = %principal,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "building table version recorded (楼盘表版本已记录)"
         );
         Ok(resp)

@@ -183,7 +183,7 @@ pub async fn insert_version(
         q.execute(&mut **tx).await?;
     }
 
-    // Units in code order, so concurrent uploads touch the owner rows in the same order.
+    // Units in code order, the order of the primary key and of the owner claims below.
     let mut units: Vec<(&ValidBuilding, &crate::validate::ValidUnit)> = table
         .buildings
         .iter()
@@ -191,8 +191,6 @@ pub async fn insert_version(
         .collect();
     units.sort_by(|a, b| a.1.code.as_str().cmp(b.1.code.as_str()));
 
-    eprintln!("PROF  sorted");
-    let t = std::time::Instant::now();
     for chunk in units.chunks(CHUNK) {
         let sql = multi_row_insert(
             "INSERT INTO survey.units (project_id, version, unit_code, building_number, room_number, \
@@ -219,26 +217,21 @@ pub async fn insert_version(
                 .bind(i64::from(i32::from(b.structure)))
                 .bind(i64::from(b.total_floors));
         }
-        let t1 = std::time::Instant::now();
-        q.execute(&mut **tx).await?;
-        eprintln!("PROF   units chunk exec {:?}", t1.elapsed());
-    }
-    eprintln!("PROF  units {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    for chunk in units.chunks(CHUNK) {
-        let sql = multi_row_insert(
-            "INSERT INTO survey.unit_owners (unit_code, project_id, first_version)",
-            3,
-            chunk.len(),
-            " ON CONFLICT (unit_code) DO NOTHING",
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (_, u) in chunk {
-            q = q.bind(u.code.as_str()).bind(project).bind(version);
-        }
         q.execute(&mut **tx).await?;
     }
-    eprintln!("PROF  owners {:?}", t.elapsed());
+
+    // Claim the codes for this project, copied server-side from the rows just written (in code
+    // order, so concurrent uploads lock owner rows in the same order).
+    sqlx::query(
+        "INSERT INTO survey.unit_owners (unit_code, project_id, first_version) \
+         SELECT unit_code, project_id, version FROM survey.units \
+         WHERE project_id = $1 AND version = $2 ORDER BY unit_code \
+         ON CONFLICT (unit_code) DO NOTHING",
+    )
+    .bind(project)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

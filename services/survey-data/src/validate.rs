@@ -77,69 +77,6 @@ struct FloorRange {
     highest: i32,
 }
 
-/// Header bytes the violations of one reply may take. The shared error mapping puts every
-/// violation into the `grpc-message` and `grpc-status-details-bin` trailers, and HTTP/2 peers
-/// refuse header lists over 16 KiB (hyper's default): past that the client gets an opaque
-/// `INTERNAL: h2 protocol error` instead of the violations. 11 000 leaves room for the other
-/// headers, the error info and the closing "more violations" entry.
-const VIOLATION_HEADER_BUDGET: usize = 11_000;
-
-/// Bytes `s` takes once percent-encoded for `grpc-message`.
-fn percent_encoded_len(s: &str) -> usize {
-    s.bytes()
-        .map(|b| {
-            if (0x20..=0x7e).contains(&b) && b != b'%' {
-                1
-            } else {
-                3
-            }
-        })
-        .sum()
-}
-
-/// Estimated header bytes of one violation: in the percent-encoded message, and in the base64
-/// `google.rpc.Status` (which repeats the message and holds the field violation).
-fn header_cost(field: &str, description: &str) -> usize {
-    let in_message = field.len() + description.len() + 4;
-    let base64 = |n: usize| n.div_ceil(3) * 4;
-    percent_encoded_len(field)
-        + percent_encoded_len(description)
-        + 4
-        + base64(in_message)
-        + base64(field.len() + description.len() + 8)
-}
-
-/// Keeps the violations, in order, that fit in one reply's headers; when some do not fit, the
-/// last entry (on `buildings`) says how many more there are. Every listed violation names its
-/// exact field path.
-pub fn fit_for_reply(v: Violations) -> Violations {
-    let total = v.len();
-    let mut kept = Violations::new();
-    let mut used = 0;
-    // Room for the closing entry.
-    let budget = VIOLATION_HEADER_BUDGET - 600;
-    let mut all = v.into_iter();
-    for violation in all.by_ref() {
-        let cost = header_cost(&violation.field, &violation.description);
-        if used + cost > budget {
-            break;
-        }
-        used += cost;
-        kept.push(violation.field, violation.description);
-    }
-    let listed = kept.len();
-    if listed < total {
-        let more = total - listed;
-        kept.push(
-            "buildings",
-            format!(
-                "and {more} more violations not listed ({total} in all); fix the ones above and upload again (另有{more}处错误未列出)"
-            ),
-        );
-    }
-    kept
-}
-
 /// Checks a whole upload; `Err` carries every violation.
 pub fn validate_upload(req: &UploadBuildingTableRequest) -> Result<ValidTable, Violations> {
     let mut v = Violations::new();
