@@ -1,6 +1,14 @@
-//! The completion feed's write path (完税推送入库): a batch of validated events is deduplicated against
-//! `tax.received`, its new facts and feed events are written in one transaction with multi-row INSERTs,
-//! and only after the commit are the acknowledgements built, one per request, in arrival order.
+//! The completion feed's write path (完税推送入库). One batch = one transaction:
+//! 1. SELECT the batch's event ids in `tax.received`: those are DUPLICATE (same digest) or REJECTED
+//!    (different digest), nothing written for them;
+//! 2. multi-row INSERT the new facts (each table in event-id order);
+//! 3. one `EventLog::append` for all new events (takes the feed head's lock);
+//! 4. multi-row INSERT the new ids into `tax.received` with their digest and sequence;
+//! 5. commit, notify followers, and only then build the acks, one per request, in arrival order.
+//!
+//! Two streams delivering the same new event at once: the second waits on the first's fact row,
+//! then fails on the key; the whole attempt is rolled back and retried, and the retry's SELECT sees the
+//! event as recorded. Nothing is acknowledged from an attempt that did not commit.
 use std::collections::HashMap;
 
 use prost::Message;
@@ -16,7 +24,7 @@ use crate::{
 
 /// Rows per multi-row statement (at most 9 parameters a row: well under both backends' limits).
 const CHUNK: usize = 1000;
-/// Attempts when a concurrent stream claimed one of the batch's event ids first.
+/// Attempts when a concurrent stream recorded one of the batch's event ids first.
 const ATTEMPTS: usize = 5;
 
 pub(crate) const REUSED: &str = "event_id reused with different content (事件编号重复但内容不同)";
@@ -30,13 +38,19 @@ enum BatchError {
 
 impl From<StoreError> for BatchError {
     fn from(e: StoreError) -> Self {
-        BatchError::Store(e)
+        // A key of the batch was committed by another stream after our SELECT: the fact tables, the
+        // feed and tax.received all refuse a second row for one event id.
+        if e.is_unique_violation() {
+            BatchError::Raced
+        } else {
+            BatchError::Store(e)
+        }
     }
 }
 
 impl From<sqlx::Error> for BatchError {
     fn from(e: sqlx::Error) -> Self {
-        BatchError::Store(e.into())
+        StoreError::from(e).into()
     }
 }
 
@@ -61,7 +75,10 @@ impl TaxStatus {
             match self.try_batch(items).await {
                 Ok(known) => return acks(items, &known),
                 Err(BatchError::Raced) if attempt < ATTEMPTS => {
-                    tracing::debug!(attempt, "event ids claimed concurrently, retrying batch");
+                    tracing::info!(
+                        attempt,
+                        "event ids recorded concurrently by another stream, retrying batch"
+                    );
                 }
                 Err(BatchError::Raced) => {
                     return Err(ApiError::Unavailable(
@@ -124,7 +141,6 @@ impl TaxStatus {
         }
 
         let recorded = now_ms();
-        self.claim(&mut tx, &fresh, recorded).await?;
         self.insert_facts(&mut tx, &fresh, recorded).await?;
         let events = fresh
             .iter()
@@ -142,27 +158,14 @@ impl TaxStatus {
             })
             .collect();
         let seqs = self.log.append(&mut tx, events).await?;
-        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
-            return Err(StoreError::Corrupt("feed append returned no sequence".into()).into());
-        };
-        if last - first + 1 != fresh.len() as i64 {
+        if seqs.len() != fresh.len() {
             return Err(
-                StoreError::Corrupt("feed sequences of a batch are not contiguous".into()).into(),
+                StoreError::Corrupt("feed append returned too few sequences".into()).into(),
             );
         }
-        // The claimed rows hold -(rank + 1); rank r got sequence first + r.
-        for chunk in fresh.chunks(CHUNK) {
-            let mut sql = String::from(
-                "UPDATE tax.received SET sequence = $1 - sequence WHERE event_id IN (",
-            );
-            push_params(&mut sql, 2, chunk.len());
-            sql.push(')');
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(first - 1);
-            for ev in chunk {
-                q = q.bind(ev.event_id.clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        self.record_received(&mut tx, &fresh, &seqs, recorded)
+            .await?;
+        let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
         tx.commit().await?;
         self.log.notify_committed(last);
         tracing::info!(
@@ -173,14 +176,14 @@ impl TaxStatus {
             last_event_id = %fresh[fresh.len() - 1].event_id,
             "recorded tax completions (完税信息已入库)"
         );
-        for (rank, ev) in fresh.iter().enumerate() {
+        for (ev, &sequence) in fresh.iter().zip(&seqs) {
             tracing::debug!(event_id = %ev.event_id, kind = ev.fact.kind(), subject = ev.fact.subject(),
-                sequence = first + rank as i64, "recorded tax completion");
+                sequence, "recorded tax completion");
             known.insert(
                 ev.event_id.clone(),
                 Known {
                     content_sha256: ev.content_sha256.clone(),
-                    sequence: first + rank as i64,
+                    sequence,
                     accepted_at: first_index.get(ev.event_id.as_str()).copied(),
                 },
             );
@@ -188,41 +191,40 @@ impl TaxStatus {
         Ok(known)
     }
 
-    /// Claims the new event ids in `tax.received`, in event-id order so that concurrent streams lock
-    /// rows in the same order (no deadlock). A row another stream committed meanwhile is not returned:
-    /// then the attempt is abandoned and retried.
-    async fn claim(
+    /// Records the new event ids with their content digest and feed sequence. Runs after the feed
+    /// append, so under the feed head's lock: a conflicting row can only be one already committed,
+    /// which fails the attempt at once (no waiting) and the retry sees it as known.
+    async fn record_received(
         &self,
         tx: &mut Tx<'_>,
         fresh: &[&ValidEvent],
+        seqs: &[i64],
         recorded: i64,
     ) -> Result<(), BatchError> {
-        let mut ranked: Vec<(usize, &ValidEvent)> = fresh.iter().copied().enumerate().collect();
-        ranked.sort_unstable_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
-        let mut claimed = 0usize;
-        for chunk in ranked.chunks(CHUNK) {
+        let rows: Vec<(&ValidEvent, i64)> =
+            fresh.iter().copied().zip(seqs.iter().copied()).collect();
+        for chunk in rows.chunks(CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms) VALUES ",
             );
             push_rows(&mut sql, chunk.len(), 5);
-            sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
             let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (rank, ev) in chunk {
+            for (ev, sequence) in chunk {
                 q = q
                     .bind(ev.event_id.clone())
                     .bind(ev.content_sha256.clone())
                     .bind(ev.fact.kind())
-                    .bind(-(*rank as i64) - 1)
+                    .bind(*sequence)
                     .bind(recorded);
             }
-            claimed += q.fetch_all(&mut **tx).await?.len();
-        }
-        if claimed != fresh.len() {
-            return Err(BatchError::Raced);
+            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
 
+    /// Inserts the facts, each table's rows in event-id order: two streams writing the same new ids
+    /// lock them in the same order, so one waits for the other (then fails on the key and retries)
+    /// instead of deadlocking.
     async fn insert_facts(
         &self,
         tx: &mut Tx<'_>,
@@ -233,12 +235,14 @@ impl TaxStatus {
         let mut fund = Vec::new();
         let mut developer = Vec::new();
         let mut land = Vec::new();
-        for ev in fresh {
+        let mut sorted: Vec<&ValidEvent> = fresh.to_vec();
+        sorted.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+        for ev in sorted {
             match &ev.fact {
-                Fact::DeedTax { .. } => deed.push(*ev),
-                Fact::MaintenanceFund { .. } => fund.push(*ev),
-                Fact::DeveloperTax { .. } => developer.push(*ev),
-                Fact::LandFees { .. } => land.push(*ev),
+                Fact::DeedTax { .. } => deed.push(ev),
+                Fact::MaintenanceFund { .. } => fund.push(ev),
+                Fact::DeveloperTax { .. } => developer.push(ev),
+                Fact::LandFees { .. } => land.push(ev),
             }
         }
         for chunk in deed.chunks(CHUNK) {
