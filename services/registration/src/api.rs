@@ -24,7 +24,7 @@ use crate::{
         case_proto, co_ownership_from_pb, mask_case, missing_items, printed_fields, project_proto,
         stored_missing,
     },
-    engine::{evaluate, snapshot, write_case},
+    engine::{case_facts, evaluate, snapshot, write_case},
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
         FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow, Val, insert_rows,
@@ -61,6 +61,13 @@ fn text(v: &mut Violations, field: &str, value: &str, max: usize) {
             "must not contain control characters (不得包含控制字符)",
         );
     }
+}
+
+/// Case ids are UUIDs; anything else cannot name a case.
+fn check_case_id(id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| field_error("case_id", "is not a case id (办件编号格式错误)"))
 }
 
 fn not_found(what: &str, id: &str) -> ApiError {
@@ -1170,12 +1177,7 @@ impl Registration {
             &[Role::Developer, Role::Registrar, Role::Clerk, Role::Auditor],
         )?;
         let id = &req.get_ref().case_id;
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(field_error(
-                "case_id",
-                "is not a case id (办件编号格式错误)",
-            ));
-        }
+        check_case_id(id)?;
         let case = self
             .cases(std::slice::from_ref(id))
             .await?
@@ -1254,12 +1256,7 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Clerk, Role::Registrar])?;
         let r = req.into_inner();
-        if uuid::Uuid::parse_str(&r.case_id).is_err() {
-            return Err(field_error(
-                "case_id",
-                "is not a case id (办件编号格式错误)",
-            ));
-        }
+        check_case_id(&r.case_id)?;
         let who = principal(&claims);
         let mut tx = match begin_mutation(
             self.db(),
@@ -1328,12 +1325,7 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Clerk, Role::Registrar])?;
         let r = req.into_inner();
-        if uuid::Uuid::parse_str(&r.case_id).is_err() {
-            return Err(field_error(
-                "case_id",
-                "is not a case id (办件编号格式错误)",
-            ));
-        }
+        check_case_id(&r.case_id)?;
         let who = principal(&claims);
         let mut tx = match begin_mutation(
             self.db(),
@@ -1372,27 +1364,7 @@ impl Registration {
         };
         let facts =
             rows::unit_facts(&mut tx, std::slice::from_ref(&row.unit_code), &parcels).await?;
-        let case_facts = tongjiao_domain::CaseFacts {
-            land_only: project.is_land(),
-            first_registration_done: project.first_registration_done(),
-            unit_surveyed: facts
-                .surveyed
-                .get(&row.unit_code)
-                .is_some_and(|p| *p == row.project_id),
-            maintenance_fund_deposited: facts.funds.contains(&row.unit_code),
-            land_fees_paid: facts.land_fees.contains(&project.parcel_code),
-            buyers: buyers
-                .iter()
-                .filter_map(|b| {
-                    Some(tongjiao_domain::BuyerFacts {
-                        resident_id: b.resident_id.parse().ok()?,
-                        deed_tax_done: facts
-                            .deed_taxes
-                            .contains(&(row.unit_code.clone(), b.resident_id.clone())),
-                    })
-                })
-                .collect(),
-        };
+        let case_facts = case_facts(&row, &buyers, &project, &facts);
         let missing = case_missing(&case_facts);
         if !missing.is_empty() {
             return Err(ApiError::precondition(

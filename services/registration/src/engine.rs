@@ -239,15 +239,14 @@ pub struct Evaluation {
     pub note: String,
 }
 
-/// Pure: what a live case lacks given the facts, and the state that follows.
-pub fn evaluate(
+/// What the register knows about one case, for the domain's readiness rules.
+pub fn case_facts(
     case: &CaseRow,
     buyers: &[BuyerRow],
     project: &ProjectRow,
     facts: &rows::UnitFacts,
-    today: time::Date,
-) -> Evaluation {
-    let case_facts = CaseFacts {
+) -> CaseFacts {
+    CaseFacts {
         land_only: project.is_land(),
         first_registration_done: project.first_registration_done(),
         unit_surveyed: facts
@@ -268,7 +267,18 @@ pub fn evaluate(
                 })
             })
             .collect(),
-    };
+    }
+}
+
+/// Pure: what a live case lacks given the facts, and the state that follows.
+pub fn evaluate(
+    case: &CaseRow,
+    buyers: &[BuyerRow],
+    project: &ProjectRow,
+    facts: &rows::UnitFacts,
+    today: time::Date,
+) -> Evaluation {
+    let case_facts = case_facts(case, buyers, project, facts);
     let missing = case_missing(&case_facts);
     let current = case
         .state
