@@ -7,7 +7,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 const DOMAIN: &str = "tongjiao.gov.cn";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// Bad input: every offending field with its rule. Nothing was written.
     #[error("invalid argument (参数无效): {0}")]

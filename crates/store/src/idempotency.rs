@@ -17,8 +17,10 @@ pub enum Claim {
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     claim_sql: String,
+    claim_many_prefix: String,
     get_sql: String,
     complete_sql: String,
+    release_sql: String,
 }
 
 /// SHA-256 of the encoded request, to tell a retry from a different request under the same id.
@@ -33,6 +35,12 @@ impl Idempotency {
             claim_sql: format!(
                 "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+            ),
+            claim_many_prefix: format!(
+                "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms)"
+            ),
+            release_sql: format!(
+                "DELETE FROM {s}.requests WHERE principal = $1 AND request_id = $2 AND response IS NULL"
             ),
             get_sql: format!(
                 "SELECT method, payload_sha256, response FROM {s}.requests WHERE principal = $1 AND request_id = $2"
@@ -97,3 +105,157 @@ impl Idempotency {
         Ok(())
     }
 }
+
+/// One request of a group claimed together (see [`Idempotency::claim_many`]).
+#[derive(Debug, Clone)]
+pub struct RequestKey {
+    pub principal: String,
+    pub request_id: String,
+    pub method: &'static str,
+    pub digest: String,
+}
+
+impl Idempotency {
+    /// Claims many requests in one statement. Keys must be distinct (callers merge retries that
+    /// arrive together). Returns, per key, `Ok(New)`, `Ok(Replay)` or the reuse error.
+    pub async fn claim_many(
+        &self,
+        tx: &mut Tx<'_>,
+        keys: &[RequestKey],
+    ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
+        let mut out: Vec<Option<Result<Claim, StoreError>>> =
+            (0..keys.len()).map(|_| None).collect();
+        let now = now_ms();
+        for (chunk_no, chunk) in keys.chunks(CLAIM_CHUNK).enumerate() {
+            let base = chunk_no * CLAIM_CHUNK;
+            let mut sql = format!("{} VALUES ", self.claim_many_prefix);
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                let p = i * 5;
+                sql.push_str(&format!(
+                    "(${},${},${},${},${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                ));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING RETURNING principal, request_id");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q
+                    .bind(k.principal.clone())
+                    .bind(k.request_id.clone())
+                    .bind(k.method)
+                    .bind(k.digest.clone())
+                    .bind(now);
+            }
+            let inserted: std::collections::HashSet<(String, String)> = q
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            for (i, k) in chunk.iter().enumerate() {
+                if inserted.contains(&(k.principal.clone(), k.request_id.clone())) {
+                    out[base + i] = Some(Ok(Claim::New));
+                }
+            }
+        }
+        // The rest were seen before: replay or refuse each.
+        for (i, k) in keys.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let row = sqlx::query(AssertSqlSafe(self.get_sql.clone()))
+                .bind(&k.principal)
+                .bind(&k.request_id)
+                .fetch_one(&mut **tx)
+                .await?;
+            let method: String = row.try_get(0)?;
+            let digest: String = row.try_get(1)?;
+            let response: Option<Vec<u8>> = row.try_get(2)?;
+            out[i] = Some(if method != k.method || digest != k.digest {
+                Err(StoreError::RequestIdReused {
+                    request_id: k.request_id.clone(),
+                })
+            } else {
+                response.map(Claim::Replay).ok_or_else(|| {
+                    StoreError::Corrupt(format!("request {} has no stored reply", k.request_id))
+                })
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("unclaimed request".into()))))
+            .collect())
+    }
+
+    /// Stores the replies of many claimed requests in one statement (an upsert on the claimed rows,
+    /// which both backends run as one multi-row write).
+    pub async fn complete_many(
+        &self,
+        tx: &mut Tx<'_>,
+        done: Vec<(RequestKey, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut rest = done.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<(RequestKey, Vec<u8>)> = rest.by_ref().take(CLAIM_CHUNK).collect();
+            let mut sql = format!(
+                "{}, response) VALUES ",
+                self.claim_many_prefix.trim_end_matches(')')
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                let p = i * 6;
+                sql.push_str(&format!(
+                    "(${},${},${},${},${},${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+            }
+            sql.push_str(
+                " ON CONFLICT (principal, request_id) DO UPDATE SET response = excluded.response",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (k, response) in chunk {
+                q = q
+                    .bind(k.principal)
+                    .bind(k.request_id)
+                    .bind(k.method)
+                    .bind(k.digest)
+                    .bind(now)
+                    .bind(response);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets claims whose work was refused, so a later retry is judged afresh.
+    pub async fn release(
+        &self,
+        tx: &mut Tx<'_>,
+        principal: &str,
+        request_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.release_sql.clone()))
+            .bind(principal)
+            .bind(request_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+const CLAIM_CHUNK: usize = 1000;

@@ -9,7 +9,7 @@ mod idempotency;
 
 pub use db::{Backend, Db, Schema, StoreError, now_ms};
 pub use event_log::{EventLog, NewEvent, StoredEvent};
-pub use idempotency::{Claim, Idempotency, payload_digest};
+pub use idempotency::{Claim, Idempotency, RequestKey, payload_digest};
 pub use sqlx;
 
 /// A transaction on the store.

@@ -6,9 +6,9 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::broadcast::error::RecvError;
 use tongjiao_auth::{Claims, Role};
 use tongjiao_domain::{
-    Area, CaseEvent, CaseState, CertificateKind, CertificateNumber, CoOwnership, CreditCode,
-    ParcelCode, ProjectId, ResidentId, UnitCode, Violations, case_missing, check_co_ownership,
-    first_registration_missing, format_date, parse_date, province_abbr, transition,
+    Area, CaseEvent, CaseState, CertificateNumber, CoOwnership, CreditCode, ParcelCode, ProjectId,
+    ResidentId, UnitCode, Violations, check_co_ownership, first_registration_missing, format_date,
+    parse_date, transition,
 };
 use tongjiao_proto::registration::{self as pb, registration_service_server::RegistrationService};
 use tongjiao_server::{
@@ -21,10 +21,10 @@ use tonic::{Request, Response, Status};
 use crate::{
     Registration,
     convert::{
-        case_proto, co_ownership_from_pb, mask_case, missing_items, printed_fields, project_proto,
-        stored_missing,
+        case_proto, co_ownership_from_pb, mask_case, missing_items, project_proto, stored_missing,
     },
-    engine::{case_facts, evaluate, snapshot, write_case},
+    engine::{evaluate, snapshot, write_case},
+    issue::IssueJob,
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
         FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow, Val, insert_rows,
@@ -42,7 +42,7 @@ fn principal(c: &Claims) -> String {
 
 /// Whether the caller may see clear resident ids: the counter and the registrar need them to check
 /// identity; everyone else sees them masked.
-fn sees_clear_ids(c: &Claims) -> bool {
+pub(crate) fn sees_clear_ids(c: &Claims) -> bool {
     matches!(c.role, Role::Clerk | Role::Registrar)
 }
 
@@ -70,7 +70,7 @@ fn check_case_id(id: &str) -> Result<(), ApiError> {
         .map_err(|_| field_error("case_id", "is not a case id (办件编号格式错误)"))
 }
 
-fn not_found(what: &str, id: &str) -> ApiError {
+pub(crate) fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!(
         "{what} {id} not found ({}不存在)",
         match what {
@@ -85,7 +85,7 @@ fn not_found(what: &str, id: &str) -> ApiError {
 
 /// Checks the caller may act on a project: a developer only on its own, a county-scoped clerk or
 /// registrar only in its county.
-fn project_access(
+pub(crate) fn project_access(
     c: &Claims,
     developer_credit_code: &str,
     county_code: &str,
@@ -890,25 +890,7 @@ impl Registration {
                 row.active = 0;
                 note = "buyer did not opt in to 房证同交 (未选择房证同交)".to_owned();
             }
-            case_vals.push(vec![
-                Val::Text(row.case_id.clone()),
-                Val::Text(row.batch_id.clone()),
-                Val::Text(row.project_id.clone()),
-                Val::Text(row.unit_code.clone()),
-                Val::Text(row.co_ownership.clone()),
-                Val::Text(row.contract_number.clone()),
-                Val::Int(row.opt_in),
-                Val::Text(row.state.clone()),
-                Val::Text(row.missing.clone()),
-                Val::Int(row.version),
-                Val::Int(row.active),
-                Val::Text(row.material_deadline.clone()),
-                Val::Text(row.handover_date.clone()),
-                Val::NullText,
-                Val::NullText,
-                Val::NullInt,
-                Val::Int(now),
-            ]);
+            case_vals.push(rows::case_values(&row));
             for b in &buyers {
                 buyer_vals.push(vec![
                     Val::Text(b.case_id.clone()),
@@ -1326,145 +1308,25 @@ impl Registration {
         require_role(&claims, &[Role::Clerk, Role::Registrar])?;
         let r = req.into_inner();
         check_case_id(&r.case_id)?;
-        let who = principal(&claims);
-        let mut tx = match begin_mutation(
-            self.db(),
-            &self.idem,
-            &who,
-            &r.request_id,
-            "IssueCertificate",
-            &r,
-        )
-        .await?
-        {
-            Begun::Replay(resp) => return Ok(resp),
-            Begun::New(tx) => tx,
+        let request_id = r
+            .request_id
+            .parse::<tongjiao_domain::RequestId>()
+            .map_err(|e| field_error("request_id", e.to_string()))?;
+        let digest = tongjiao_store::payload_digest(&r.encode_to_vec());
+        let (job, reply) = IssueJob::new(
+            claims.clone(),
+            principal(&claims),
+            request_id.as_str().to_owned(),
+            digest,
+            r.case_id,
+        );
+        let unavailable = || {
+            ApiError::Unavailable(
+                "certificate issuance is shutting down; retry with the same request_id (发证服务正在停止，请重试)".into(),
+            )
         };
-        // The case row lock makes concurrent counters on one case take turns; the second sees the
-        // certificate of the first.
-        let row = self.case_row(&mut tx, &r.case_id).await?;
-        let project = self.project_row(&mut tx, &row.project_id, false).await?;
-        project_access(
-            &claims,
-            &project.developer_credit_code,
-            &project.county_code,
-        )?;
-        refuse_unless(
-            &row,
-            CaseState::TransferRegistered,
-            "certificate issuance (缮证发证)",
-        )?;
-        // Re-check every precondition against the register, not the workflow mirror.
-        let buyers_map = rows::buyers_of(&mut tx, std::slice::from_ref(&row.case_id)).await?;
-        let buyers = buyers_map.get(&row.case_id).cloned().unwrap_or_default();
-        let parcels = if project.is_land() {
-            vec![project.parcel_code.clone()]
-        } else {
-            Vec::new()
-        };
-        let facts =
-            rows::unit_facts(&mut tx, std::slice::from_ref(&row.unit_code), &parcels).await?;
-        let case_facts = case_facts(&row, &buyers, &project, &facts);
-        let missing = case_missing(&case_facts);
-        if !missing.is_empty() {
-            return Err(ApiError::precondition(
-                "the certificate cannot be issued (不能发证)".to_owned(),
-                missing,
-            ));
-        }
-        let unit = rows::unit(&mut tx, &row.unit_code).await?;
-        let now_dt = self.engine.clock.now();
-        let now = self.engine.clock.now_ms();
-        let year = now_dt.year();
-        let kind = CertificateKind::PropertyCertificate;
-        let serial: i64 = sqlx::query_scalar(
-            "INSERT INTO registration.cert_counters (county_code, year, kind, last_serial) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (county_code, year, kind) DO UPDATE SET last_serial = registration.cert_counters.last_serial + 1 \
-             RETURNING last_serial",
-        )
-        .bind(&project.county_code)
-        .bind(i64::from(year))
-        .bind(kind.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let region = self
-            .config
-            .county_names
-            .get(&project.county_code)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::internal(format!("no county name for {}", project.county_code))
-            })?;
-        let abbr = province_abbr(&project.county_code).ok_or_else(|| {
-            ApiError::internal(format!("no province for {}", project.county_code))
-        })?;
-        let number = CertificateNumber::new(abbr, year as u16, region.clone(), kind, serial as u64)
-            .map_err(ApiError::internal)?
-            .to_string();
-        let printed = printed_fields(&project, &row, &buyers, unit.as_ref());
-        let unit_code: UnitCode = row.unit_code.parse().map_err(ApiError::internal)?;
-        let certificate = pb::Certificate {
-            certificate_number: number.clone(),
-            kind: pb::CertificateKind::PropertyCertificate as i32,
-            year: year as u32,
-            serial: serial as u64,
-            case_id: row.case_id.clone(),
-            right_holders: printed.right_holders,
-            co_ownership: printed.co_ownership,
-            location: printed.location,
-            unit_code: unit_code.spaced(),
-            right_type: printed.right_type,
-            right_nature: printed.right_nature,
-            usage: printed.usage,
-            area: printed.area,
-            term_of_use: printed.term_of_use,
-            other_info: printed.other_info,
-            remarks: printed.remarks,
-            authority: format!("{region}不动产登记中心"),
-            issued_at: Some(timestamp_ms(now)),
-            unit_code_raw: row.unit_code.clone(),
-        };
-        sqlx::query(
-            "INSERT INTO registration.certificates (certificate_number, kind, county_code, year, serial, case_id, payload, issued_by, issued_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&number)
-        .bind(kind.as_str())
-        .bind(&project.county_code)
-        .bind(i64::from(year))
-        .bind(serial)
-        .bind(&row.case_id)
-        .bind(certificate.encode_to_vec())
-        .bind(&who)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let mut next = row.clone();
-        next.state = transition(CaseState::TransferRegistered, CaseEvent::CertificateIssued)
-            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
-            .as_str()
-            .to_owned();
-        next.version += 1;
-        next.certificate_number = Some(number.clone());
-        write_case(
-            &mut tx,
-            &next,
-            &who,
-            &format!("certificate issued (已发证): {number}"),
-            now,
-        )
-        .await?;
-        let case = case_proto(&next, &buyers);
-        let resp = pb::IssueCertificateResponse {
-            certificate: Some(certificate),
-            case: Some(self.shown(&claims, case.clone())),
-        };
-        finish_mutation(&self.idem, tx, &who, &r.request_id, &resp).await?;
-        tracing::info!(case_id = %next.case_id, certificate = %number, "certificate issued (不动产权证书已发放)");
-        self.engine.publish(vec![case]).await;
-        Ok(resp)
+        self.issuer.send(job).await.map_err(|_| unavailable())?;
+        reply.await.map_err(|_| unavailable())?
     }
 
     async fn get_certificate_impl(
@@ -1666,7 +1528,11 @@ impl RegistrationService for Registration {
 }
 
 /// Refuses an action unless the case is in `wanted`, naming what stands in the way.
-fn refuse_unless(row: &CaseRow, wanted: CaseState, action: &str) -> Result<(), ApiError> {
+pub(crate) fn refuse_unless(
+    row: &CaseRow,
+    wanted: CaseState,
+    action: &str,
+) -> Result<(), ApiError> {
     let state = row.state.parse::<CaseState>().unwrap_or(CaseState::Pending);
     if state == wanted {
         return Ok(());

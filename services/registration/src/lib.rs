@@ -7,6 +7,7 @@ pub mod config;
 mod convert;
 mod engine;
 mod follow;
+mod issue;
 mod rows;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Registration {
     engine: Engine,
     idem: Idempotency,
     config: Arc<RegistrationConfig>,
+    issuer: tokio::sync::mpsc::Sender<issue::IssueJob>,
 }
 
 impl Registration {
@@ -44,15 +46,23 @@ impl Registration {
         };
         db.migrate(Schema::Registration, migrations).await?;
         let (changes, _) = broadcast::channel(4096);
-        let reg = Registration {
-            engine: Engine {
-                db,
-                workflow,
-                clock: config.clock.clone(),
-                changes,
-            },
+        let engine = Engine {
+            db,
+            workflow,
+            clock: config.clock.clone(),
+            changes,
+        };
+        let config = Arc::new(config);
+        let issuer = issue::spawn(issue::Issuer {
+            engine: engine.clone(),
             idem: Idempotency::new(Schema::Registration),
-            config: Arc::new(config),
+            config: config.clone(),
+        });
+        let reg = Registration {
+            engine,
+            idem: Idempotency::new(Schema::Registration),
+            config,
+            issuer,
         };
         let rebuilt = reg.engine.rebuild(None).await?;
         tracing::info!(cases = rebuilt, "workflow state rebuilt from the register");

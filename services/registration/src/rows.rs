@@ -82,6 +82,7 @@ pub struct BuyerRow {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct UnitRow {
+    pub unit_code: String,
     pub floor_number: i64,
     pub location: String,
     pub planned_usage: String,
@@ -239,14 +240,46 @@ pub async fn unit_facts(
     })
 }
 
-pub async fn unit(tx: &mut Tx<'_>, unit_code: &str) -> Result<Option<UnitRow>, StoreError> {
-    Ok(sqlx::query_as::<_, UnitRow>(
-        "SELECT floor_number, location, planned_usage, structure, total_floors, gfa_centi, internal_centi, shared_centi \
-         FROM registration.units WHERE unit_code = $1",
+/// Surveyed units by code.
+pub async fn units(
+    tx: &mut Tx<'_>,
+    codes: &[String],
+) -> Result<HashMap<String, UnitRow>, StoreError> {
+    let rows: Vec<UnitRow> = fetch_in(
+        tx,
+        "SELECT unit_code, floor_number, location, planned_usage, structure, total_floors, gfa_centi, \
+         internal_centi, shared_centi FROM registration.units WHERE unit_code IN",
+        "",
+        codes,
     )
-    .bind(unit_code)
-    .fetch_optional(&mut **tx)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|u| (u.unit_code.clone(), u)).collect())
+}
+
+/// A case row as the values of `INSERT … (CASE_COLUMNS)`.
+pub fn case_values(row: &CaseRow) -> Vec<Val> {
+    let text = |s: &Option<String>| s.clone().map(Val::Text).unwrap_or(Val::NullText);
+    vec![
+        Val::Text(row.case_id.clone()),
+        Val::Text(row.batch_id.clone()),
+        Val::Text(row.project_id.clone()),
+        Val::Text(row.unit_code.clone()),
+        Val::Text(row.co_ownership.clone()),
+        Val::Text(row.contract_number.clone()),
+        Val::Int(row.opt_in),
+        Val::Text(row.state.clone()),
+        Val::Text(row.missing.clone()),
+        Val::Int(row.version),
+        Val::Int(row.active),
+        Val::Text(row.material_deadline.clone()),
+        Val::Text(row.handover_date.clone()),
+        text(&row.lapsed_reason),
+        text(&row.certificate_number),
+        row.transfer_registered_at_ms
+            .map(Val::Int)
+            .unwrap_or(Val::NullInt),
+        Val::Int(row.updated_at_ms),
+    ]
 }
 
 /// Facts about a project before its 首次登记.
@@ -301,6 +334,7 @@ pub async fn project_facts(
 pub enum Val {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
     NullText,
     NullInt,
 }
@@ -336,6 +370,7 @@ pub async fn insert_rows(
                 q = match val {
                     Val::Text(s) => q.bind(s),
                     Val::Int(n) => q.bind(n),
+                    Val::Bytes(b) => q.bind(b),
                     Val::NullText => q.bind(None::<String>),
                     Val::NullInt => q.bind(None::<i64>),
                 };
