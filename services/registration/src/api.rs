@@ -197,10 +197,33 @@ impl Registration {
         if matches!(c.role, Role::Registrar | Role::Auditor) && c.county.is_none() {
             return Ok(());
         }
-        let mut tx = self.db().begin().await?;
-        let p = self.project_row(&mut tx, &case.project_id, false).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        project_access(c, &p.developer_credit_code, &p.county_code)
+        self.check_project_access(c, &case.project_id).await
+    }
+
+    /// A project's owner and county never change after enrolment, so they are cached: access
+    /// checks on the counter's read path cost no database round trip.
+    async fn check_project_access(&self, c: &Claims, project_id: &str) -> Result<(), ApiError> {
+        let cached = self
+            .owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project_id)
+            .cloned();
+        let (developer, county) = match cached {
+            Some(o) => o,
+            None => {
+                let mut tx = self.db().begin().await?;
+                let p = self.project_row(&mut tx, project_id, false).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                let o = (p.developer_credit_code, p.county_code);
+                self.owners
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(project_id.to_owned(), o.clone());
+                o
+            }
+        };
+        project_access(c, &developer, &county)
     }
 
     fn shown(&self, c: &Claims, mut case: pb::Case) -> pb::Case {
@@ -264,10 +287,7 @@ impl Registration {
     }
 
     async fn batch_access(&self, c: &Claims, b: &BatchRow) -> Result<(), ApiError> {
-        let mut tx = self.db().begin().await?;
-        let p = self.project_row(&mut tx, &b.project_id, false).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        project_access(c, &p.developer_credit_code, &p.county_code)
+        self.check_project_access(c, &b.project_id).await
     }
 }
 

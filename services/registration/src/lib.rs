@@ -31,6 +31,8 @@ pub struct Registration {
     idem: Idempotency,
     config: Arc<RegistrationConfig>,
     issuer: tokio::sync::mpsc::Sender<issue::IssueJob>,
+    /// project id → (developer credit code, county code), for access checks.
+    owners: Arc<std::sync::RwLock<std::collections::HashMap<String, (String, String)>>>,
 }
 
 impl Registration {
@@ -63,6 +65,7 @@ impl Registration {
             idem: Idempotency::new(Schema::Registration),
             config,
             issuer,
+            owners: Arc::default(),
         };
         let rebuilt = reg.engine.rebuild(None).await?;
         tracing::info!(cases = rebuilt, "workflow state rebuilt from the register");
