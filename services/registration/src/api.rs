@@ -23,8 +23,8 @@ use crate::{
     convert::{
         case_proto, co_ownership_from_pb, mask_case, missing_items, project_proto, stored_missing,
     },
-    engine::{evaluate, snapshot, write_case},
-    issue::IssueJob,
+    counter::Job,
+    engine::{evaluate, snapshot},
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
         FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow, Val, insert_rows,
@@ -61,6 +61,29 @@ fn text(v: &mut Violations, field: &str, value: &str, max: usize) {
             "must not contain control characters (不得包含控制字符)",
         );
     }
+}
+
+/// Validates a counter request's ids and fingerprints its payload.
+fn counter_request(
+    request_id: &str,
+    case_id: &str,
+    msg: &impl Message,
+) -> Result<(String, String), ApiError> {
+    check_case_id(case_id)?;
+    let request_id = request_id
+        .parse::<tongjiao_domain::RequestId>()
+        .map_err(|e| field_error("request_id", e.to_string()))?;
+    Ok((
+        request_id.as_str().to_owned(),
+        tongjiao_store::payload_digest(&msg.encode_to_vec()),
+    ))
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::Unavailable(
+        "the counter service is shutting down; retry with the same request_id (服务正在停止，请用同一请求编号重试)"
+            .into(),
+    )
 }
 
 /// Case ids are UUIDs; anything else cannot name a case.
@@ -147,19 +170,6 @@ impl Registration {
             first_registration_missing(&rows::project_facts(tx, p).await?)
         };
         Ok(project_proto(p, missing_items(&missing)))
-    }
-
-    async fn case_row(&self, tx: &mut Tx<'_>, case_id: &str) -> Result<CaseRow, ApiError> {
-        let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id = $1{}",
-            self.db().for_update()
-        );
-        sqlx::query_as::<_, CaseRow>(AssertSqlSafe(sql))
-            .bind(case_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or_else(|| not_found("case", case_id))
     }
 
     /// Cases by id, from the workflow store where it has them, else from PostgreSQL (and then
@@ -1258,66 +1268,21 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Clerk, Role::Registrar])?;
         let r = req.into_inner();
-        check_case_id(&r.case_id)?;
-        let who = principal(&claims);
-        let mut tx = match begin_mutation(
-            self.db(),
-            &self.idem,
-            &who,
-            &r.request_id,
+        let (request_id, digest) = counter_request(&r.request_id, &r.case_id, &r)?;
+        let (job, reply) = Job::new(
+            claims.clone(),
+            principal(&claims),
             "RegisterTransfer",
-            &r,
-        )
-        .await?
-        {
-            Begun::Replay(resp) => return Ok(resp),
-            Begun::New(tx) => tx,
-        };
-        let row = self.case_row(&mut tx, &r.case_id).await?;
-        let project = self.project_row(&mut tx, &row.project_id, false).await?;
-        project_access(
-            &claims,
-            &project.developer_credit_code,
-            &project.county_code,
-        )?;
-        // Fresh readiness from the register, inside this transaction.
-        let mut changed = self
-            .engine
-            .reevaluate(&mut tx, vec![row.clone()], &who)
-            .await?;
-        let row = match changed.pop() {
-            Some(_) => self.case_row(&mut tx, &r.case_id).await?,
-            None => row,
-        };
-        refuse_unless(&row, CaseState::Ready, "transfer registration (转移登记)")?;
-        let now = self.engine.clock.now_ms();
-        let mut next = row.clone();
-        next.state = transition(CaseState::Ready, CaseEvent::TransferRegistered)
-            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
-            .as_str()
-            .to_owned();
-        next.version += 1;
-        next.transfer_registered_at_ms = Some(now);
-        write_case(
-            &mut tx,
-            &next,
-            &who,
-            "transfer registration recorded (转移登记登簿)",
-            now,
-        )
-        .await?;
-        let buyers = rows::buyers_of(&mut tx, std::slice::from_ref(&next.case_id)).await?;
-        let case = case_proto(
-            &next,
-            buyers.get(&next.case_id).map(Vec::as_slice).unwrap_or(&[]),
+            request_id,
+            digest,
+            r.case_id,
         );
-        let resp = pb::RegisterTransferResponse {
-            case: Some(self.shown(&claims, case.clone())),
-        };
-        finish_mutation(&self.idem, tx, &who, &r.request_id, &resp).await?;
-        tracing::info!(case_id = %next.case_id, unit = %next.unit_code, "transfer registered (转移登记)");
-        self.engine.publish(vec![case]).await;
-        Ok(resp)
+        self.counters
+            .transfer
+            .send(job)
+            .await
+            .map_err(|_| shutting_down())?;
+        reply.await.map_err(|_| shutting_down())?
     }
 
     async fn issue_certificate_impl(
@@ -1327,26 +1292,21 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Clerk, Role::Registrar])?;
         let r = req.into_inner();
-        check_case_id(&r.case_id)?;
-        let request_id = r
-            .request_id
-            .parse::<tongjiao_domain::RequestId>()
-            .map_err(|e| field_error("request_id", e.to_string()))?;
-        let digest = tongjiao_store::payload_digest(&r.encode_to_vec());
-        let (job, reply) = IssueJob::new(
+        let (request_id, digest) = counter_request(&r.request_id, &r.case_id, &r)?;
+        let (job, reply) = Job::new(
             claims.clone(),
             principal(&claims),
-            request_id.as_str().to_owned(),
+            "IssueCertificate",
+            request_id,
             digest,
             r.case_id,
         );
-        let unavailable = || {
-            ApiError::Unavailable(
-                "certificate issuance is shutting down; retry with the same request_id (发证服务正在停止，请重试)".into(),
-            )
-        };
-        self.issuer.send(job).await.map_err(|_| unavailable())?;
-        reply.await.map_err(|_| unavailable())?
+        self.counters
+            .issue
+            .send(job)
+            .await
+            .map_err(|_| shutting_down())?;
+        reply.await.map_err(|_| shutting_down())?
     }
 
     async fn get_certificate_impl(

@@ -5,9 +5,9 @@
 mod api;
 pub mod config;
 mod convert;
+mod counter;
 mod engine;
 mod follow;
-mod issue;
 mod rows;
 
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct Registration {
     engine: Engine,
     idem: Idempotency,
     config: Arc<RegistrationConfig>,
-    issuer: tokio::sync::mpsc::Sender<issue::IssueJob>,
+    counters: counter::Counters,
     /// project id → (developer credit code, county code), for access checks.
     owners: Arc<std::sync::RwLock<std::collections::HashMap<String, (String, String)>>>,
 }
@@ -55,7 +55,7 @@ impl Registration {
             changes,
         };
         let config = Arc::new(config);
-        let issuer = issue::spawn(issue::Issuer {
+        let counters = counter::spawn(counter::Issuer {
             engine: engine.clone(),
             idem: Idempotency::new(Schema::Registration),
             config: config.clone(),
@@ -64,7 +64,7 @@ impl Registration {
             engine,
             idem: Idempotency::new(Schema::Registration),
             config,
-            issuer,
+            counters,
             owners: Arc::default(),
         };
         let rebuilt = reg.engine.rebuild(None).await?;
