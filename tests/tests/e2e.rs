@@ -119,6 +119,27 @@ async fn a_project_goes_from_building_table_to_every_certificate() {
         "{case:?}"
     );
 
+    // The developer watches the batch from now until every case is done.
+    let mut watch = suite
+        .registration()
+        .await
+        .watch_handover_batch(authed(
+            reg::WatchHandoverBatchRequest {
+                batch_id: batch.batch_id.clone(),
+            },
+            &suite.token(Role::Developer),
+        ))
+        .await
+        .expect("watch batch")
+        .into_inner();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(msg) = watch.message().await.expect("watch stream") {
+            seen.push(msg);
+        }
+        seen
+    });
+
     let acks = push_tax(&suite, sc.tax_events()).await;
     assert!(
         acks.iter()
@@ -197,6 +218,39 @@ async fn a_project_goes_from_building_table_to_every_certificate() {
     })
     .await;
     assert_eq!(done.pending + done.ready + done.transfer_registered, 0);
+
+    // The watch stream started with the snapshot, followed every change and ended when all was done.
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), watcher)
+        .await
+        .expect("watch ends once every case is done")
+        .expect("watcher");
+    let first = seen
+        .first()
+        .and_then(|m| m.batch.as_ref())
+        .and_then(|b| b.counts)
+        .expect("snapshot");
+    assert_eq!(first.pending as usize, sc.cases.len());
+    let last = seen
+        .last()
+        .and_then(|m| m.batch.as_ref())
+        .and_then(|b| b.counts)
+        .expect("last");
+    assert_eq!(last.certificate_issued as u64, n);
+    let changed: HashSet<&str> = seen
+        .iter()
+        .flat_map(|m| m.changed_cases.iter().map(|c| c.case_id.as_str()))
+        .collect();
+    assert_eq!(
+        changed.len(),
+        sc.cases.len(),
+        "every case's changes were streamed"
+    );
+    assert!(
+        seen.iter()
+            .flat_map(|m| &m.changed_cases)
+            .all(|c| c.buyers.iter().all(|b| b.resident_id.contains("********"))),
+        "the developer sees masked resident ids"
+    );
 
     // A certificate reads back by its number, also written with ASCII brackets.
     let ascii = certs[0]
