@@ -1,0 +1,145 @@
+//! The benchmark's small configuration, end to end: the real `tongjiao-bench` binary starts the four
+//! real service binaries against the local PostgreSQL and Redis (it fails, loudly, without them) and
+//! must finish with every correctness check holding. Asserts no timing.
+use std::{collections::BTreeSet, process::Command};
+
+#[test]
+fn small_handover_day_issues_every_certificate_gap_free() {
+    let dir = std::env::temp_dir().join(format!(
+        "tongjiao-bench-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let report_path = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tongjiao-bench"))
+        .args([
+            "handover",
+            "--units",
+            "50",
+            "--buildings",
+            "2",
+            "--big-table",
+            "200",
+            "--counters",
+            "4",
+            "--channels",
+            "1",
+            "--floor-secs",
+            "0.2",
+            "--floor-rows",
+            "200",
+            "--report",
+        ])
+        .arg(&report_path)
+        .output()
+        .expect("run tongjiao-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tongjiao-bench failed ({}); it needs PostgreSQL and Redis (TONGJIAO_TEST_PG / TONGJIAO_TEST_REDIS)\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("TARGETS"),
+        "the table is printed:\n{stdout}"
+    );
+
+    let text = std::fs::read_to_string(&report_path).expect("the JSON report is written");
+    let r: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(r["schema"], "tongjiao-bench/handover/v1");
+    assert_eq!(r["ok"], true, "failures: {}", r["failures"]);
+    assert_eq!(r["failures"].as_array().map(Vec::len), Some(0));
+
+    let certs = &r["checks"]["certificates"];
+    assert_eq!(certs["expected"], 50);
+    assert_eq!(certs["count"], 50);
+    assert_eq!(certs["serial_first"], 1);
+    assert_eq!(certs["serial_last"], 50);
+    assert_eq!(certs["gap_free"], true);
+    assert_eq!(certs["numbers_unique"], true);
+    assert_eq!(certs["cases_unique"], true);
+    assert_eq!(certs["numbers_match_serials"], true);
+    assert_eq!(certs["batch_certificate_issued"], 50);
+    assert_eq!(certs["db"]["count"], 50, "register: {}", certs["db"]);
+    assert_eq!(certs["db"]["max_serial"], 50);
+    assert_eq!(certs["ok"], true);
+
+    let tax = &r["checks"]["tax_feed"];
+    assert_eq!(tax["ok"], true, "{tax}");
+    assert_eq!(tax["rejected"], 0);
+    assert_eq!(tax["accepted"], tax["unique"]);
+    assert_eq!(tax["duplicate"], tax["duplicates_sent"]);
+    assert!(tax["duplicates_sent"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(r["checks"]["all_ready_before_counters"], true);
+    assert_eq!(r["checks"]["final_batch_counts"]["certificate_issued"], 50);
+
+    let phases: BTreeSet<&str> = r["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "survey_upload",
+        "big_table_upload",
+        "first_registration",
+        "handover_batch",
+        "tax_feed",
+        "readiness_visible",
+        "readiness_lookups",
+        "counters",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(phases, expected);
+    let counters = r["phases"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "counters"))
+        .expect("counters phase");
+    assert_eq!(counters["items"], 50);
+    for rpc in [
+        "FindCases",
+        "RegisterTransfer",
+        "IssueCertificate",
+        "counter_total",
+    ] {
+        assert_eq!(counters["latency"][rpc]["count"], 50, "{rpc}");
+    }
+    let big = r["phases"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "big_table_upload"))
+        .expect("big table phase");
+    assert_eq!(big["detail"]["units"], 200);
+
+    for s in ["survey-data", "acceptance", "tax-status", "registration"] {
+        assert!(
+            r["services"][s]["peak_rss_kib"].as_u64().unwrap_or(0) > 0,
+            "{s} peak RSS read from /proc"
+        );
+        assert!(r["services"][s]["pid"].as_u64().unwrap_or(0) > 0);
+    }
+    for f in [
+        "grpc_unary",
+        "pg_single_insert",
+        "pg_counter_row",
+        "pg_gap_free_batch32",
+        "pg_unnest",
+        "pg_copy",
+        "redis_multiplexed",
+    ] {
+        assert!(r["floors"][f].is_object(), "floor {f} present");
+        assert_eq!(r["floors"][f]["errors"], 0, "floor {f}: {}", r["floors"][f]);
+    }
+    assert_eq!(r["floors"]["pg_gap_free_verified"], true);
+    for key in ["nproc", "cpu_model", "mem_total_kib", "kernel"] {
+        assert!(!r["machine"][key].is_null(), "machine.{key}");
+    }
+    assert!(!r["targets"].as_array().expect("targets").is_empty());
+    assert!(!r["ratios"].as_array().expect("ratios").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
