@@ -68,6 +68,15 @@ impl Workflow {
         }
     }
 
+    /// Stores many cases in one round trip (a pipeline of the same atomic script). Returns how many
+    /// were applied.
+    pub async fn put_cases(&self, cases: &[CaseSnapshot]) -> Result<usize, WorkflowError> {
+        match self {
+            Workflow::Redis(r) => r.put_cases(cases).await,
+            Workflow::Memory(m) => Ok(cases.iter().filter(|c| m.put_case(c)).count()),
+        }
+    }
+
     /// Encoded `Case` replies for these ids, `None` where the store lacks one.
     pub async fn get_cases(
         &self,
@@ -142,8 +151,11 @@ pub struct RedisWorkflow {
     put: Arc<Script>,
 }
 
+/// Cases per pipeline: bounded so one huge batch doesn't stall the connection for others.
+const PIPELINE_CHUNK: usize = 500;
+
 impl RedisWorkflow {
-    async fn put_case(&self, c: &CaseSnapshot) -> Result<bool, WorkflowError> {
+    fn invocation<'a>(&'a self, c: &CaseSnapshot) -> redis::ScriptInvocation<'a> {
         let p = &self.prefix;
         let mut inv = self.put.prepare_invoke();
         inv.key(format!("{p}case:{}", c.case_id))
@@ -156,6 +168,43 @@ impl RedisWorkflow {
             .arg(&c.state)
             .arg(c.payload.as_slice())
             .arg(&c.case_id);
+        inv
+    }
+
+    async fn put_cases(&self, cases: &[CaseSnapshot]) -> Result<usize, WorkflowError> {
+        let mut applied = 0;
+        let mut conn = self.conn.clone();
+        for chunk in cases.chunks(PIPELINE_CHUNK) {
+            let mut loaded_once = false;
+            loop {
+                let mut pipe = redis::pipe();
+                for c in chunk {
+                    pipe.invoke_script(&self.invocation(c));
+                }
+                match pipe.query_async::<Vec<i64>>(&mut conn).await {
+                    Ok(results) => {
+                        applied += results.iter().filter(|&&r| r == 1).count();
+                        break;
+                    }
+                    // A pipeline runs EVALSHA only; after a Redis restart the script must be
+                    // loaded again.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                            && !loaded_once =>
+                    {
+                        self.put.load_async(&mut conn).await?;
+                        loaded_once = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn put_case(&self, c: &CaseSnapshot) -> Result<bool, WorkflowError> {
+        let inv = self.invocation(c);
         let mut conn = self.conn.clone();
         let applied: i64 = inv.invoke_async(&mut conn).await?;
         Ok(applied == 1)

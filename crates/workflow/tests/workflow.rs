@@ -44,6 +44,20 @@ async fn contract(w: Workflow) {
             .unwrap()
             .is_empty()
     );
+    // Many at once: the newer ones apply, the stale one does not, counts follow.
+    let applied = w
+        .put_cases(&[
+            snap("c1", "b1", 3, "transfer_registered"),
+            snap("c2", "b1", 1, "ready"),
+            snap("c3", "b1", 1, "pending"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, 2, "c2@1 is not newer than the stored c2@1");
+    let counts = w.batch_counts("b1").await.unwrap();
+    assert_eq!(counts.get("transfer_registered").copied(), Some(1));
+    assert_eq!(counts.get("pending").copied(), Some(2));
+    assert_eq!(counts.get("ready").copied().unwrap_or(0), 0);
     w.clear().await.unwrap();
     assert_eq!(w.get_cases(&["c1".into()]).await.unwrap(), vec![None]);
     assert!(w.batch_counts("b1").await.unwrap().is_empty());

@@ -24,7 +24,7 @@ use tongjiao_store::{Claim, Db, Idempotency, RequestKey, StoreError, Tx};
 use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
-    engine::{Engine, case_facts, evaluate},
+    engine::{Engine, case_facts, evaluate, write_cases},
     rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, UnitRow, Val, insert_rows},
 };
 
@@ -488,22 +488,7 @@ impl Issuer {
             "",
         )
         .await?;
-        // Multi-row update of the cases, written as an upsert both backends understand.
-        insert_rows(
-            &mut tx,
-            &format!("INSERT INTO registration.cases ({CASE_COLUMNS})"),
-            case_rows,
-            " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, version = excluded.version, \
-             certificate_number = excluded.certificate_number, updated_at_ms = excluded.updated_at_ms",
-        )
-        .await?;
-        insert_rows(
-            &mut tx,
-            "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)",
-            log_rows,
-            "",
-        )
-        .await?;
+        write_cases(&mut tx, case_rows, log_rows).await?;
         self.idem
             .complete_many(
                 &mut tx,
@@ -605,22 +590,7 @@ impl Issuer {
             }
         }
         release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
-        insert_rows(
-            &mut tx,
-            &format!("INSERT INTO registration.cases ({CASE_COLUMNS})"),
-            case_rows,
-            " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
-             version = excluded.version, transfer_registered_at_ms = excluded.transfer_registered_at_ms, \
-             updated_at_ms = excluded.updated_at_ms",
-        )
-        .await?;
-        insert_rows(
-            &mut tx,
-            "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)",
-            log_rows,
-            "",
-        )
-        .await?;
+        write_cases(&mut tx, case_rows, log_rows).await?;
         self.idem
             .complete_many(
                 &mut tx,

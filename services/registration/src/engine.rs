@@ -14,7 +14,7 @@ use tongjiao_workflow::{CaseSnapshot, Workflow};
 use crate::{
     config::Clock,
     convert::{case_proto, encode_missing},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val, insert_rows},
 };
 
 /// A case that changed, for batch watchers.
@@ -112,6 +112,8 @@ impl Engine {
         let today = self.clock.today();
         let now = self.clock.now_ms();
         let mut changed = Vec::new();
+        let mut case_rows = Vec::new();
+        let mut log_rows = Vec::new();
         for case in cases {
             let Some(project) = projects.get(&case.project_id) else {
                 continue;
@@ -130,9 +132,18 @@ impl Engine {
                 row.lapsed_reason = evaluation.lapsed_reason;
                 row.active = 0;
             }
-            write_case(tx, &row, actor, &evaluation.note, now).await?;
+            log_rows.push(vec![
+                Val::Text(row.case_id.clone()),
+                Val::Int(row.version),
+                Val::Text(row.state.clone()),
+                Val::Text(actor.to_owned()),
+                Val::Text(evaluation.note),
+                Val::Int(now),
+            ]);
+            case_rows.push(rows::case_values(&row));
             changed.push(case_proto(&row, case_buyers));
         }
+        write_cases(tx, case_rows, log_rows).await?;
         Ok(changed)
     }
 
@@ -154,10 +165,14 @@ impl Engine {
     /// Mirrors committed cases to the workflow store and tells batch watchers. A workflow store
     /// failure is logged, not returned: PostgreSQL already holds the truth and reads fall back to it.
     pub async fn publish(&self, cases: Vec<pb::Case>) {
+        if cases.is_empty() {
+            return;
+        }
+        let snapshots: Vec<CaseSnapshot> = cases.iter().map(snapshot).collect();
+        if let Err(e) = self.workflow.put_cases(&snapshots).await {
+            tracing::warn!(error = %e, cases = cases.len(), "workflow store update failed");
+        }
         for case in cases {
-            if let Err(e) = self.workflow.put_case(&snapshot(&case)).await {
-                tracing::warn!(error = %e, case_id = %case.case_id, "workflow store update failed");
-            }
             let _ = self.changes.send(CaseChanged {
                 batch_id: case.batch_id.clone(),
                 case,
@@ -208,10 +223,10 @@ impl Engine {
             let Some(last) = ids.last() else { break };
             after = last.0.clone();
             let ids: Vec<String> = ids.into_iter().map(|(i,)| i).collect();
-            for case in self.load_cases(&ids).await? {
-                self.workflow.put_case(&snapshot(&case)).await?;
-                total += 1;
-            }
+            let snapshots: Vec<CaseSnapshot> =
+                self.load_cases(&ids).await?.iter().map(snapshot).collect();
+            self.workflow.put_cases(&snapshots).await?;
+            total += snapshots.len() as u64;
         }
         Ok(total)
     }
@@ -320,39 +335,27 @@ pub fn evaluate(
     }
 }
 
-/// Writes a case's new state and appends its log entry.
-pub async fn write_case(
+/// Writes changed cases (one multi-row upsert) and their log entries (one multi-row insert).
+pub async fn write_cases(
     tx: &mut Tx<'_>,
-    row: &CaseRow,
-    actor: &str,
-    note: &str,
-    now: i64,
+    case_rows: Vec<Vec<Val>>,
+    log_rows: Vec<Vec<Val>>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE registration.cases SET state = $2, missing = $3, version = $4, active = $5, lapsed_reason = $6, \
-         certificate_number = $7, transfer_registered_at_ms = $8, updated_at_ms = $9 WHERE case_id = $1",
+    insert_rows(
+        tx,
+        &format!("INSERT INTO registration.cases ({CASE_COLUMNS})"),
+        case_rows,
+        " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
+         version = excluded.version, active = excluded.active, lapsed_reason = excluded.lapsed_reason, \
+         certificate_number = excluded.certificate_number, \
+         transfer_registered_at_ms = excluded.transfer_registered_at_ms, updated_at_ms = excluded.updated_at_ms",
     )
-    .bind(&row.case_id)
-    .bind(&row.state)
-    .bind(&row.missing)
-    .bind(row.version)
-    .bind(row.active)
-    .bind(row.lapsed_reason.clone())
-    .bind(row.certificate_number.clone())
-    .bind(row.transfer_registered_at_ms)
-    .bind(now)
-    .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    insert_rows(
+        tx,
+        "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)",
+        log_rows,
+        "",
     )
-    .bind(&row.case_id)
-    .bind(row.version)
-    .bind(&row.state)
-    .bind(actor)
-    .bind(note)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
