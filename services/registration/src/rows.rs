@@ -132,10 +132,13 @@ where
 {
     let mut out = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let sql = format!("{sql_prefix} ({}){suffix}", params(1, chunk.len()));
+        // Every distinct statement text is prepared and cached per connection; padding the list
+        // to a power of two (repeating the last key, harmless in IN) keeps that to a few shapes.
+        let width = chunk.len().next_power_of_two().max(4);
+        let sql = format!("{sql_prefix} ({}){suffix}", params(1, width));
         let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(sql));
-        for k in chunk {
-            q = q.bind(k.clone());
+        for i in 0..width {
+            q = q.bind(chunk[i.min(chunk.len() - 1)].clone());
         }
         out.extend(q.fetch_all(&mut **tx).await?);
     }
@@ -349,10 +352,15 @@ pub async fn insert_rows(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(());
     };
-    let per_chunk = (30_000 / width).max(1);
+    // Chunks are powers of two so the statement texts, each prepared and cached per connection,
+    // come in a few shapes rather than one per batch size.
+    let max_chunk = 1usize << (30_000 / width).max(1).ilog2();
+    let mut left = rows.len();
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<Vec<Val>> = rows.by_ref().take(per_chunk).collect();
+        let take = 1usize << left.min(max_chunk).ilog2();
+        left -= take;
+        let chunk: Vec<Vec<Val>> = rows.by_ref().take(take).collect();
         let mut sql = String::from(prefix);
         sql.push_str(" VALUES ");
         for (i, _) in chunk.iter().enumerate() {
