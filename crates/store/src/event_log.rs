@@ -83,7 +83,10 @@ impl EventLog {
         let first = last - n + 1;
         let recorded = now_ms();
         let mut seqs = Vec::with_capacity(events.len());
-        for (chunk_no, chunk) in events.chunks(INSERT_CHUNK).enumerate() {
+        let mut events = events.into_iter();
+        let mut next = first;
+        for size in crate::pow2_chunks(n as usize, INSERT_CHUNK) {
+            let chunk: Vec<NewEvent> = events.by_ref().take(size).collect();
             let mut sql = String::with_capacity(self.insert_prefix.len() + chunk.len() * 32);
             sql.push_str(&self.insert_prefix);
             for i in 0..chunk.len() {
@@ -102,16 +105,16 @@ impl EventLog {
                 ));
             }
             let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (i, e) in chunk.iter().enumerate() {
-                let seq = first + (chunk_no * INSERT_CHUNK + i) as i64;
-                seqs.push(seq);
+            for e in chunk {
+                seqs.push(next);
                 q = q
-                    .bind(seq)
-                    .bind(e.event_id.clone())
+                    .bind(next)
+                    .bind(e.event_id)
                     .bind(e.kind)
-                    .bind(e.subject.clone())
-                    .bind(e.payload.clone())
+                    .bind(e.subject)
+                    .bind(e.payload)
                     .bind(recorded);
+                next += 1;
             }
             q.execute(&mut **tx).await?;
         }

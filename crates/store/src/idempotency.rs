@@ -126,8 +126,9 @@ impl Idempotency {
         let mut out: Vec<Option<Result<Claim, StoreError>>> =
             (0..keys.len()).map(|_| None).collect();
         let now = now_ms();
-        for (chunk_no, chunk) in keys.chunks(CLAIM_CHUNK).enumerate() {
-            let base = chunk_no * CLAIM_CHUNK;
+        let mut base = 0;
+        for size in crate::pow2_chunks(keys.len(), CLAIM_CHUNK) {
+            let chunk = &keys[base..base + size];
             let mut sql = format!("{} VALUES ", self.claim_many_prefix);
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -164,6 +165,7 @@ impl Idempotency {
                     out[base + i] = Some(Ok(Claim::New));
                 }
             }
+            base += size;
         }
         // The rest were seen before: replay or refuse each.
         for (i, k) in keys.iter().enumerate() {
@@ -202,9 +204,10 @@ impl Idempotency {
         done: Vec<(RequestKey, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut rest = done.into_iter().peekable();
-        while rest.peek().is_some() {
-            let chunk: Vec<(RequestKey, Vec<u8>)> = rest.by_ref().take(CLAIM_CHUNK).collect();
+        let total = done.len();
+        let mut rest = done.into_iter();
+        for size in crate::pow2_chunks(total, CLAIM_CHUNK) {
+            let chunk: Vec<(RequestKey, Vec<u8>)> = rest.by_ref().take(size).collect();
             let mut sql = format!(
                 "{}, response) VALUES ",
                 self.claim_many_prefix.trim_end_matches(')')

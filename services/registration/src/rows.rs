@@ -352,15 +352,10 @@ pub async fn insert_rows(
     let Some(width) = rows.first().map(Vec::len) else {
         return Ok(());
     };
-    // Chunks are powers of two so the statement texts, each prepared and cached per connection,
-    // come in a few shapes rather than one per batch size.
-    let max_chunk = 1usize << (30_000 / width).max(1).ilog2();
-    let mut left = rows.len();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let take = 1usize << left.min(max_chunk).ilog2();
-        left -= take;
-        let chunk: Vec<Vec<Val>> = rows.by_ref().take(take).collect();
+    let total = rows.len();
+    let mut rows = rows.into_iter();
+    for size in tongjiao_store::pow2_chunks(total, 30_000 / width) {
+        let chunk: Vec<Vec<Val>> = rows.by_ref().take(size).collect();
         let mut sql = String::from(prefix);
         sql.push_str(" VALUES ");
         for (i, _) in chunk.iter().enumerate() {

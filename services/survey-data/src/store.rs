@@ -157,7 +157,7 @@ pub async fn insert_version(
     .execute(&mut **tx)
     .await?;
 
-    for chunk in table.buildings.chunks(CHUNK) {
+    for chunk in tongjiao_store::pow2_slices(&table.buildings, CHUNK) {
         let sql = multi_row_insert(
             "INSERT INTO survey.buildings (project_id, version, building_number, name, total_floors, \
              floors_above_ground, floors_below_ground, structure, planned_usage, completion_date, unit_count)",
@@ -191,7 +191,7 @@ pub async fn insert_version(
         .collect();
     units.sort_by(|a, b| a.1.code.as_str().cmp(b.1.code.as_str()));
 
-    for chunk in units.chunks(CHUNK) {
+    for chunk in tongjiao_store::pow2_slices(&units, CHUNK) {
         let sql = multi_row_insert(
             "INSERT INTO survey.units (project_id, version, unit_code, building_number, room_number, \
              floor_number, location, planned_usage, measured_gfa_centi_sqm, internal_area_centi_sqm, \

@@ -109,7 +109,7 @@ impl TaxStatus {
         }
 
         let mut tx = self.db.begin().await?;
-        for chunk in firsts.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&firsts, CHUNK) {
             let mut sql = String::from(
                 "SELECT event_id, content_sha256, sequence FROM tax.received WHERE event_id IN (",
             );
@@ -203,7 +203,7 @@ impl TaxStatus {
     ) -> Result<(), BatchError> {
         let rows: Vec<(&ValidEvent, i64)> =
             fresh.iter().copied().zip(seqs.iter().copied()).collect();
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&rows, CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms) VALUES ",
             );
@@ -245,7 +245,7 @@ impl TaxStatus {
                 Fact::LandFees { .. } => land.push(ev),
             }
         }
-        for chunk in deed.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&deed, CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
                  relieved, relief_basis, occurred_at_ms, recorded_at_ms) VALUES ",
@@ -276,7 +276,7 @@ impl TaxStatus {
             }
             q.execute(&mut **tx).await?;
         }
-        for chunk in fund.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&fund, CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
                  occurred_at_ms, recorded_at_ms) VALUES ",
@@ -301,7 +301,7 @@ impl TaxStatus {
             }
             q.execute(&mut **tx).await?;
         }
-        for chunk in developer.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&developer, CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
                  voucher_number, occurred_at_ms, recorded_at_ms) VALUES ",
@@ -326,7 +326,7 @@ impl TaxStatus {
             }
             q.execute(&mut **tx).await?;
         }
-        for chunk in land.chunks(CHUNK) {
+        for chunk in tongjiao_store::pow2_slices(&land, CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
                  occurred_at_ms, recorded_at_ms) VALUES ",
