@@ -489,25 +489,14 @@ impl Issuer {
         )
         .await?;
         write_cases(&mut tx, case_rows, log_rows).await?;
-        self.idem
-            .complete_many(
-                &mut tx,
-                replies
-                    .iter()
-                    .map(|(_, key, reply)| (key.clone(), reply.encode_to_vec()))
-                    .collect(),
-            )
-            .await?;
-        commit(tx).await?;
-        if !replies.is_empty() {
+        let done = replies.len();
+        finish(&self.idem, tx, replies, &mut outcomes).await?;
+        if done > 0 {
             tracing::info!(
-                certificates = replies.len(),
+                certificates = done,
                 requests = jobs.len(),
                 "certificates issued (不动产权证书已发放)"
             );
-        }
-        for (i, _, reply) in replies {
-            outcomes[i] = Some(Ok(reply));
         }
         let settled = fan_out(&outcomes, &follows);
         Ok((settled, published))
@@ -591,30 +580,37 @@ impl Issuer {
         }
         release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
         write_cases(&mut tx, case_rows, log_rows).await?;
-        self.idem
-            .complete_many(
-                &mut tx,
-                replies
-                    .iter()
-                    .map(|(_, key, reply)| (key.clone(), reply.encode_to_vec()))
-                    .collect(),
-            )
-            .await?;
-        commit(tx).await?;
-        if !replies.is_empty() {
+        let done = replies.len();
+        finish(&self.idem, tx, replies, &mut outcomes).await?;
+        if done > 0 {
             tracing::info!(
-                cases = replies.len(),
+                cases = done,
                 requests = jobs.len(),
                 "transfers registered (转移登记)"
             );
-        }
-        for (i, _, reply) in replies {
-            outcomes[i] = Some(Ok(reply));
         }
         Ok((fan_out(&outcomes, &follows), published))
     }
 }
 
-async fn commit(tx: Tx<'static>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(StoreError::from)
+/// Stores the replies under their request ids, commits, and only then hands them out.
+async fn finish<R: Message>(
+    idem: &Idempotency,
+    mut tx: Tx<'static>,
+    replies: Vec<(usize, RequestKey, R)>,
+    outcomes: &mut [Option<Outcome<R>>],
+) -> Result<(), StoreError> {
+    idem.complete_many(
+        &mut tx,
+        replies
+            .iter()
+            .map(|(_, key, reply)| (key.clone(), reply.encode_to_vec()))
+            .collect(),
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    for (i, _, reply) in replies {
+        outcomes[i] = Some(Ok(reply));
+    }
+    Ok(())
 }

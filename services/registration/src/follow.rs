@@ -112,14 +112,7 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                 )?)
                 .await?
                 .into_inner();
-            let mut chunks = stream.ready_chunks(BATCH);
-            while let Some(chunk) = chunks.next().await {
-                let events: Vec<survey::SurveyEvent> = chunk
-                    .into_iter()
-                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
-                    .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, Facts::survey).await?;
-            }
+            consume(reg, feed, stream, |m| m.event, Facts::survey).await?;
         }
         Feed::Acceptance => {
             let mut client = acc::acceptance_service_client::AcceptanceServiceClient::new(
@@ -135,14 +128,7 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                 )?)
                 .await?
                 .into_inner();
-            let mut chunks = stream.ready_chunks(BATCH);
-            while let Some(chunk) = chunks.next().await {
-                let events: Vec<acc::AcceptanceEvent> = chunk
-                    .into_iter()
-                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
-                    .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, |f, e, _| f.acceptance(e)).await?;
-            }
+            consume(reg, feed, stream, |m| m.event, |f, e, _| f.acceptance(e)).await?;
         }
         Feed::Tax => {
             let mut client = tax::tax_status_service_client::TaxStatusServiceClient::new(
@@ -158,15 +144,27 @@ async fn follow_once(reg: &Registration, feed: Feed) -> anyhow::Result<()> {
                 )?)
                 .await?
                 .into_inner();
-            let mut chunks = stream.ready_chunks(BATCH);
-            while let Some(chunk) = chunks.next().await {
-                let events: Vec<tax::TaxEvent> = chunk
-                    .into_iter()
-                    .map(|r| r.map(|e| e.event.unwrap_or_default()))
-                    .collect::<Result<_, _>>()?;
-                apply_batch(reg, feed, events, Facts::tax).await?;
-            }
+            consume(reg, feed, stream, |m| m.event, Facts::tax).await?;
         }
+    }
+    Ok(())
+}
+
+/// Applies a feed's events in batches of whatever has arrived, up to `BATCH`.
+async fn consume<M, E: Sequenced + Default>(
+    reg: &Registration,
+    feed: Feed,
+    stream: tonic::Streaming<M>,
+    event: fn(M) -> Option<E>,
+    gather: fn(&mut Facts, &E, &mut Touched),
+) -> anyhow::Result<()> {
+    let mut chunks = stream.ready_chunks(BATCH);
+    while let Some(chunk) = chunks.next().await {
+        let events: Vec<E> = chunk
+            .into_iter()
+            .map(|r| r.map(|m| event(m).unwrap_or_default()))
+            .collect::<Result<_, _>>()?;
+        apply_batch(reg, feed, events, gather).await?;
     }
     Ok(())
 }
