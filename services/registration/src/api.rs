@@ -63,6 +63,12 @@ fn text(v: &mut Violations, field: &str, value: &str, max: usize) {
     }
 }
 
+/// A request's project id, validated.
+fn project_id(s: &str) -> Result<ProjectId, ApiError> {
+    s.parse::<ProjectId>()
+        .map_err(|e| field_error("project_id", e.to_string()))
+}
+
 /// Validates a counter request's ids and fingerprints its payload.
 fn counter_request(
     request_id: &str,
@@ -587,11 +593,7 @@ impl Registration {
             &claims,
             &[Role::Developer, Role::Registrar, Role::Clerk, Role::Auditor],
         )?;
-        let id = req
-            .get_ref()
-            .project_id
-            .parse::<ProjectId>()
-            .map_err(|e| field_error("project_id", e.to_string()))?;
+        let id = project_id(&req.get_ref().project_id)?;
         let mut tx = self.db().begin().await?;
         let p = self.project_row(&mut tx, id.as_str(), false).await?;
         project_access(&claims, &p.developer_credit_code, &p.county_code)?;
@@ -609,10 +611,7 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Developer, Role::Registrar])?;
         let r = req.into_inner();
-        let id = r
-            .project_id
-            .parse::<ProjectId>()
-            .map_err(|e| field_error("project_id", e.to_string()))?;
+        let id = project_id(&r.project_id)?;
         let who = principal(&claims);
         let mut tx = match begin_mutation(
             self.db(),
@@ -681,10 +680,7 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Registrar])?;
         let r = req.into_inner();
-        let id = r
-            .project_id
-            .parse::<ProjectId>()
-            .map_err(|e| field_error("project_id", e.to_string()))?;
+        let id = project_id(&r.project_id)?;
         let who = principal(&claims);
         let mut tx = match begin_mutation(
             self.db(),
@@ -758,10 +754,7 @@ impl Registration {
         let claims = caller(&req)?;
         require_role(&claims, &[Role::Developer])?;
         let r = req.into_inner();
-        let id = r
-            .project_id
-            .parse::<ProjectId>()
-            .map_err(|e| field_error("project_id", e.to_string()))?;
+        let id = project_id(&r.project_id)?;
         let project = {
             let mut tx = self.db().begin().await?;
             let p = self.project_row(&mut tx, id.as_str(), false).await?;
@@ -1355,11 +1348,7 @@ impl Registration {
         let project = if project.is_empty() {
             None
         } else {
-            Some(
-                project
-                    .parse::<ProjectId>()
-                    .map_err(|e| field_error("project_id", e.to_string()))?,
-            )
+            Some(project_id(project)?)
         };
         let n = self
             .engine
