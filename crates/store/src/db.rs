@@ -62,6 +62,9 @@ impl StoreError {
     }
 }
 
+/// Prepared statements kept per PostgreSQL connection.
+const STATEMENT_CACHE: usize = 1024;
+
 /// A connection pool to the system of record.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -74,10 +77,18 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Batch statements come in a few shapes per table (see pow2_chunks); with the default
+            // cache of 100 prepared statements per connection they would still evict each other.
+            let url = if url.contains("statement-cache-capacity") {
+                url.to_owned()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}statement-cache-capacity={STATEMENT_CACHE}")
+            };
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect(url)
+                .connect(&url)
                 .await?;
             Ok(Db {
                 pool,
