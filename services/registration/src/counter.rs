@@ -187,6 +187,7 @@ async fn load<R>(
     tx: &mut Tx<'_>,
     jobs: &[Job<R>],
     fresh: &[usize],
+    with_units: bool,
 ) -> Result<Loaded, StoreError> {
     // Lock the cases in one order, so two replicas' batches never deadlock.
     let mut case_ids: Vec<String> = fresh.iter().map(|&i| jobs[i].case_id.clone()).collect();
@@ -215,7 +216,12 @@ async fn load<R>(
         .map(|p| p.parcel_code.clone())
         .collect();
     let facts = rows::unit_facts(tx, &unit_codes, &land_parcels).await?;
-    let units = rows::units(tx, &unit_codes).await?;
+    // Only a certificate prints the unit's measured data; a transfer needs none of it.
+    let units = if with_units {
+        rows::units(tx, &unit_codes).await?
+    } else {
+        HashMap::new()
+    };
     Ok(Loaded {
         cases,
         projects,
@@ -304,7 +310,7 @@ impl Issuer {
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
         let fresh = claim(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
-        let loaded = load(db, &mut tx, jobs, &fresh).await?;
+        let loaded = load(db, &mut tx, jobs, &fresh, true).await?;
         let Loaded {
             cases,
             projects,
@@ -513,7 +519,7 @@ impl Issuer {
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
         let fresh = claim(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
-        let loaded = load(db, &mut tx, jobs, &fresh).await?;
+        let loaded = load(db, &mut tx, jobs, &fresh, false).await?;
         let today = self.engine.clock.today();
         let now = self.engine.clock.now_ms();
         let mut done_here: HashSet<&str> = HashSet::new();
