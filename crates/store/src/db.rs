@@ -77,8 +77,8 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Batch statements come in a few shapes per table (see pow2_chunks); with the default
-            // cache of 100 prepared statements per connection they would still evict each other.
+            // A service prepares a few hundred distinct statements (each bulk statement is one
+            // shape, see `bulk`); sqlx's default cache of 100 per connection would evict them.
             let url = if url.contains("statement-cache-capacity") {
                 url.to_owned()
             } else {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::watch;
 
-use crate::{Db, Schema, StoreError, Tx, now_ms};
+use crate::{Db, Schema, StoreError, Tx, Val, now_ms};
 
 /// An event as stored: the payload is the service's encoded protobuf event.
 #[derive(Debug, Clone)]
@@ -33,12 +33,9 @@ pub struct EventLog {
     reserve_sql: String,
     read_sql: String,
     head_sql: String,
-    insert_prefix: String,
+    insert_head: String,
     committed: Arc<watch::Sender<i64>>,
 }
-
-/// Rows per INSERT statement: 5 parameters each, well under SQLite's and PostgreSQL's limits.
-const INSERT_CHUNK: usize = 1000;
 
 impl EventLog {
     pub fn new(schema: Schema) -> Self {
@@ -54,8 +51,8 @@ impl EventLog {
                  WHERE sequence > $1 ORDER BY sequence LIMIT $2"
             ),
             head_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1"),
-            insert_prefix: format!(
-                "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms) VALUES "
+            insert_head: format!(
+                "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms)"
             ),
             committed: Arc::new(committed),
         }
@@ -83,41 +80,19 @@ impl EventLog {
         let first = last - n + 1;
         let recorded = now_ms();
         let mut seqs = Vec::with_capacity(events.len());
-        let mut events = events.into_iter();
-        let mut next = first;
-        for size in crate::pow2_chunks(n as usize, INSERT_CHUNK) {
-            let chunk: Vec<NewEvent> = events.by_ref().take(size).collect();
-            let mut sql = String::with_capacity(self.insert_prefix.len() + chunk.len() * 32);
-            sql.push_str(&self.insert_prefix);
-            for i in 0..chunk.len() {
-                let p = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                ));
-            }
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for e in chunk {
-                seqs.push(next);
-                q = q
-                    .bind(next)
-                    .bind(e.event_id)
-                    .bind(e.kind)
-                    .bind(e.subject)
-                    .bind(e.payload)
-                    .bind(recorded);
-                next += 1;
-            }
-            q.execute(&mut **tx).await?;
+        let mut rows = crate::Rows::with_capacity(6, events.len());
+        for (e, seq) in events.into_iter().zip(first..) {
+            seqs.push(seq);
+            rows.push([
+                Val::Int(seq),
+                Val::Text(e.event_id),
+                Val::Text(e.kind.to_owned()),
+                Val::Text(e.subject),
+                Val::Bytes(e.payload),
+                Val::Int(recorded),
+            ]);
         }
+        crate::bulk::insert(tx, &self.insert_head, &rows, "").await?;
         Ok(seqs)
     }
 

@@ -4,7 +4,9 @@
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::{Schema, StoreError, Tx, now_ms};
+use std::collections::HashSet;
+
+use crate::{Schema, StoreError, Tx, Val, now_ms};
 
 #[derive(Debug)]
 pub enum Claim {
@@ -18,6 +20,7 @@ pub enum Claim {
 pub struct Idempotency {
     claim_sql: String,
     claim_many_prefix: String,
+    complete_many_head: String,
     get_sql: String,
     complete_sql: String,
     release_sql: String,
@@ -38,6 +41,9 @@ impl Idempotency {
             ),
             claim_many_prefix: format!(
                 "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms)"
+            ),
+            complete_many_head: format!(
+                "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms, response)"
             ),
             release_sql: format!(
                 "DELETE FROM {s}.requests WHERE principal = $1 AND request_id = $2 AND response IS NULL"
@@ -126,46 +132,30 @@ impl Idempotency {
         let mut out: Vec<Option<Result<Claim, StoreError>>> =
             (0..keys.len()).map(|_| None).collect();
         let now = now_ms();
-        let mut base = 0;
-        for size in crate::pow2_chunks(keys.len(), CLAIM_CHUNK) {
-            let chunk = &keys[base..base + size];
-            let mut sql = format!("{} VALUES ", self.claim_many_prefix);
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let p = i * 5;
-                sql.push_str(&format!(
-                    "(${},${},${},${},${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5
-                ));
+        let mut rows = crate::Rows::with_capacity(5, keys.len());
+        for k in keys {
+            rows.push([
+                Val::Text(k.principal.clone()),
+                Val::Text(k.request_id.clone()),
+                Val::Text(k.method.to_owned()),
+                Val::Text(k.digest.clone()),
+                Val::Int(now),
+            ]);
+        }
+        let inserted: HashSet<(String, String)> =
+            crate::bulk::insert_returning::<(String, String)>(
+                tx,
+                &self.claim_many_prefix,
+                &rows,
+                " ON CONFLICT DO NOTHING RETURNING principal, request_id",
+            )
+            .await?
+            .into_iter()
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            if inserted.contains(&(k.principal.clone(), k.request_id.clone())) {
+                out[i] = Some(Ok(Claim::New));
             }
-            sql.push_str(" ON CONFLICT DO NOTHING RETURNING principal, request_id");
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for k in chunk {
-                q = q
-                    .bind(k.principal.clone())
-                    .bind(k.request_id.clone())
-                    .bind(k.method)
-                    .bind(k.digest.clone())
-                    .bind(now);
-            }
-            let inserted: std::collections::HashSet<(String, String)> = q
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-            for (i, k) in chunk.iter().enumerate() {
-                if inserted.contains(&(k.principal.clone(), k.request_id.clone())) {
-                    out[base + i] = Some(Ok(Claim::New));
-                }
-            }
-            base += size;
         }
         // The rest were seen before: replay or refuse each.
         for (i, k) in keys.iter().enumerate() {
@@ -203,46 +193,35 @@ impl Idempotency {
         tx: &mut Tx<'_>,
         done: Vec<(RequestKey, Vec<u8>)>,
     ) -> Result<(), StoreError> {
+        let rows = self.completion_rows(done);
+        crate::bulk::insert_all(tx, &[self.completion(&rows)]).await
+    }
+
+    /// The replies of claimed requests as rows for [`Idempotency::completion`].
+    pub fn completion_rows(&self, done: Vec<(RequestKey, Vec<u8>)>) -> crate::Rows {
         let now = now_ms();
-        let total = done.len();
-        let mut rest = done.into_iter();
-        for size in crate::pow2_chunks(total, CLAIM_CHUNK) {
-            let chunk: Vec<(RequestKey, Vec<u8>)> = rest.by_ref().take(size).collect();
-            let mut sql = format!(
-                "{}, response) VALUES ",
-                self.claim_many_prefix.trim_end_matches(')')
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let p = i * 6;
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                ));
-            }
-            sql.push_str(
-                " ON CONFLICT (principal, request_id) DO UPDATE SET response = excluded.response",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (k, response) in chunk {
-                q = q
-                    .bind(k.principal)
-                    .bind(k.request_id)
-                    .bind(k.method)
-                    .bind(k.digest)
-                    .bind(now)
-                    .bind(response);
-            }
-            q.execute(&mut **tx).await?;
+        let mut rows = crate::Rows::with_capacity(6, done.len());
+        for (k, response) in done {
+            rows.push([
+                Val::Text(k.principal),
+                Val::Text(k.request_id),
+                Val::Text(k.method.to_owned()),
+                Val::Text(k.digest),
+                Val::Int(now),
+                Val::Bytes(response),
+            ]);
         }
-        Ok(())
+        rows
+    }
+
+    /// Stores replies (an upsert on the claimed rows), as one part of a caller's
+    /// [`crate::bulk::insert_all`].
+    pub fn completion<'a>(&'a self, rows: &'a crate::Rows) -> crate::bulk::Insert<'a> {
+        crate::bulk::Insert {
+            head: &self.complete_many_head,
+            rows,
+            tail: " ON CONFLICT (principal, request_id) DO UPDATE SET response = excluded.response",
+        }
     }
 
     /// Forgets claims whose work was refused, so a later retry is judged afresh.
@@ -260,5 +239,3 @@ impl Idempotency {
         Ok(())
     }
 }
-
-const CLAIM_CHUNK: usize = 1000;

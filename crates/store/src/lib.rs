@@ -3,10 +3,12 @@
 //! service owns one schema (`survey`, `acceptance`, `tax`, `registration`), which is a PostgreSQL schema
 //! or an attached SQLite database of the same name.
 
+pub mod bulk;
 mod db;
 mod event_log;
 mod idempotency;
 
+pub use bulk::{Rows, Val};
 pub use db::{Backend, Db, Schema, StoreError, now_ms};
 pub use event_log::{EventLog, NewEvent, StoredEvent};
 pub use idempotency::{Claim, Idempotency, RequestKey, payload_digest};
@@ -25,16 +27,6 @@ pub fn pow2_chunks(total: usize, max: usize) -> impl Iterator<Item = usize> {
         let take = 1usize << left.min(cap).ilog2();
         left -= take;
         Some(take)
-    })
-}
-
-/// `items` cut into slices of [`pow2_chunks`] sizes.
-pub fn pow2_slices<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
-    let mut at = 0;
-    pow2_chunks(items.len(), max).map(move |size| {
-        let slice = &items[at..at + size];
-        at += size;
-        slice
     })
 }
 

@@ -811,9 +811,9 @@ impl Registration {
         let units: Vec<String> = cases.iter().map(|c| c.unit.as_str().to_owned()).collect();
         let busy: Vec<(String,)> = rows::fetch_in(
             &mut tx,
-            "SELECT unit_code FROM registration.cases WHERE active = 1 AND unit_code IN",
-            " ORDER BY unit_code",
+            "SELECT unit_code FROM registration.cases WHERE active = 1 AND unit_code",
             &units,
+            " ORDER BY unit_code",
         )
         .await?;
         if !busy.is_empty() {

@@ -19,13 +19,16 @@ use tongjiao_domain::{
 };
 use tongjiao_proto::registration as pb;
 use tongjiao_server::{ApiError, timestamp_ms};
-use tongjiao_store::{Claim, Db, Idempotency, RequestKey, StoreError, Tx};
+use tongjiao_store::{
+    Claim, Db, Idempotency, RequestKey, Rows, StoreError, Tx,
+    bulk::{self, Insert},
+};
 
 use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
-    engine::{Engine, case_facts, evaluate, write_cases},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, UnitRow, Val, insert_rows},
+    engine::{Engine, case_facts, case_writes, evaluate, land_parcels},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, UnitRow, Val},
 };
 
 /// Requests settled in one transaction at most.
@@ -193,10 +196,10 @@ async fn load<R>(
     let mut case_ids: Vec<String> = fresh.iter().map(|&i| jobs[i].case_id.clone()).collect();
     case_ids.sort();
     case_ids.dedup();
-    let prefix = format!("SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id IN");
+    let prefix = format!("SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id");
     let suffix = format!(" ORDER BY case_id{}", db.for_update());
     let cases: HashMap<String, CaseRow> =
-        rows::fetch_in::<CaseRow>(tx, &prefix, &suffix, &case_ids)
+        rows::fetch_in::<CaseRow>(tx, &prefix, &case_ids, &suffix)
             .await?
             .into_iter()
             .map(|c| (c.case_id.clone(), c))
@@ -208,14 +211,9 @@ async fn load<R>(
         .into_iter()
         .collect();
     let projects = rows::projects(tx, &project_ids).await?;
-    let buyers = rows::buyers_of(tx, &case_ids).await?;
     let unit_codes: Vec<String> = cases.values().map(|c| c.unit_code.clone()).collect();
-    let land_parcels: Vec<String> = projects
-        .values()
-        .filter(|p| p.is_land())
-        .map(|p| p.parcel_code.clone())
-        .collect();
-    let facts = rows::unit_facts(tx, &unit_codes, &land_parcels).await?;
+    let (buyers, facts) =
+        rows::buyers_and_facts(tx, &case_ids, &unit_codes, &land_parcels(&projects)).await?;
     // Only a certificate prints the unit's measured data; a transfer needs none of it.
     let units = if with_units {
         rows::units(tx, &unit_codes).await?
@@ -487,16 +485,26 @@ impl Issuer {
             case_rows.push(rows::case_values(&next));
             published.push(case);
         }
-        insert_rows(
-            &mut tx,
-            "INSERT INTO registration.certificates (certificate_number, kind, county_code, year, serial, case_id, payload, issued_by, issued_at_ms)",
-            cert_rows,
-            "",
+        let (certs, cases, log) = (
+            Rows::from(cert_rows),
+            Rows::from(case_rows),
+            Rows::from(log_rows),
+        );
+        let [case_part, log_part] = case_writes(&cases, &log);
+        let certificates = Insert {
+            head: "INSERT INTO registration.certificates (certificate_number, kind, county_code, year, serial, case_id, payload, issued_by, issued_at_ms)",
+            rows: &certs,
+            tail: "",
+        };
+        let done = replies.len();
+        finish(
+            &self.idem,
+            tx,
+            [certificates, case_part, log_part],
+            replies,
+            &mut outcomes,
         )
         .await?;
-        write_cases(&mut tx, case_rows, log_rows).await?;
-        let done = replies.len();
-        finish(&self.idem, tx, replies, &mut outcomes).await?;
         if done > 0 {
             tracing::info!(
                 certificates = done,
@@ -585,9 +593,16 @@ impl Issuer {
             }
         }
         release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
-        write_cases(&mut tx, case_rows, log_rows).await?;
+        let (cases, log) = (Rows::from(case_rows), Rows::from(log_rows));
         let done = replies.len();
-        finish(&self.idem, tx, replies, &mut outcomes).await?;
+        finish(
+            &self.idem,
+            tx,
+            case_writes(&cases, &log),
+            replies,
+            &mut outcomes,
+        )
+        .await?;
         if done > 0 {
             tracing::info!(
                 cases = done,
@@ -599,23 +614,26 @@ impl Issuer {
     }
 }
 
-/// Stores the replies under their request ids, commits, and only then hands them out.
-async fn finish<R: Message>(
+/// Writes the batch's rows and the replies under their request ids in one round trip, commits,
+/// and only then hands the replies out.
+async fn finish<R: Message, const N: usize>(
     idem: &Idempotency,
     mut tx: Tx<'static>,
+    writes: [Insert<'_>; N],
     replies: Vec<(usize, RequestKey, R)>,
     outcomes: &mut [Option<Outcome<R>>],
 ) -> Result<(), StoreError> {
-    idem.complete_many(
-        &mut tx,
+    let stored = idem.completion_rows(
         replies
             .iter()
             .map(|(_, key, reply)| (key.clone(), reply.encode_to_vec()))
             .collect(),
-    )
-    .await?;
+    );
+    let mut parts: Vec<Insert<'_>> = writes.into_iter().collect();
+    parts.push(idem.completion(&stored));
+    bulk::insert_all(&mut tx, &parts).await?;
     tx.commit().await.map_err(StoreError::from)?;
-    for (i, _, reply) in replies {
+    for (i, reply) in replies.into_iter().map(|(i, _, reply)| (i, reply)) {
         outcomes[i] = Some(Ok(reply));
     }
     Ok(())

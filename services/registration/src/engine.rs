@@ -1,6 +1,9 @@
 //! Readiness (办理条件): re-evaluates live cases from the facts in PostgreSQL inside the caller's
 //! transaction, records every transition, and after commit mirrors the cases to the workflow store.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use sqlx::AssertSqlSafe;
 use tokio::sync::broadcast;
@@ -8,13 +11,16 @@ use tongjiao_domain::{
     BuyerFacts, CaseEvent, CaseFacts, CaseState, ResidentId, case_missing, parse_date, transition,
 };
 use tongjiao_proto::registration as pb;
-use tongjiao_store::{Db, StoreError, Tx};
+use tongjiao_store::{
+    Db, Rows, StoreError, Tx,
+    bulk::{self, Insert},
+};
 use tongjiao_workflow::{CaseSnapshot, Workflow};
 
 use crate::{
     config::Clock,
     convert::{case_proto, encode_missing},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val, insert_rows},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val},
 };
 
 /// A case that changed, for batch watchers.
@@ -47,10 +53,10 @@ impl Engine {
             return Ok(Vec::new());
         }
         let prefix = format!(
-            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state IN {LIVE_STATES} AND unit_code IN"
+            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state IN {LIVE_STATES} AND unit_code"
         );
         let suffix = format!(" ORDER BY case_id{}", self.db.for_update());
-        let cases: Vec<CaseRow> = rows::fetch_in(tx, &prefix, &suffix, units).await?;
+        let cases: Vec<CaseRow> = rows::fetch_in(tx, &prefix, units, &suffix).await?;
         self.reevaluate(tx, cases, actor).await
     }
 
@@ -100,7 +106,6 @@ impl Engine {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = cases.iter().map(|c| c.case_id.clone()).collect();
-        let buyers = rows::buyers_of(tx, &ids).await?;
         let project_ids: Vec<String> = cases
             .iter()
             .map(|c| c.project_id.clone())
@@ -108,7 +113,9 @@ impl Engine {
             .into_iter()
             .collect();
         let projects = rows::projects(tx, &project_ids).await?;
-        let facts = self.facts_for(tx, &cases, &projects).await?;
+        let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
+        let (buyers, facts) =
+            rows::buyers_and_facts(tx, &ids, &units, &land_parcels(&projects)).await?;
         let today = self.clock.today();
         let now = self.clock.now_ms();
         let mut changed = Vec::new();
@@ -145,21 +152,6 @@ impl Engine {
         }
         write_cases(tx, case_rows, log_rows).await?;
         Ok(changed)
-    }
-
-    async fn facts_for(
-        &self,
-        tx: &mut Tx<'_>,
-        cases: &[CaseRow],
-        projects: &HashMap<String, ProjectRow>,
-    ) -> Result<rows::UnitFacts, StoreError> {
-        let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
-        let parcels: Vec<String> = projects
-            .values()
-            .filter(|p| p.is_land())
-            .map(|p| p.parcel_code.clone())
-            .collect();
-        rows::unit_facts(tx, &units, &parcels).await
     }
 
     /// Mirrors committed cases to the workflow store and tells batch watchers. A workflow store
@@ -335,27 +327,46 @@ pub fn evaluate(
     }
 }
 
-/// Writes changed cases (one multi-row upsert) and their log entries (one multi-row insert).
+static CASE_UPSERT: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO registration.cases ({CASE_COLUMNS})"));
+const CASE_UPSERT_TAIL: &str = " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
+    version = excluded.version, active = excluded.active, lapsed_reason = excluded.lapsed_reason, \
+    certificate_number = excluded.certificate_number, \
+    transfer_registered_at_ms = excluded.transfer_registered_at_ms, updated_at_ms = excluded.updated_at_ms";
+const CASE_LOG: &str =
+    "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)";
+
+/// Case rows (new or changed) and their log entries, as parts of one [`bulk::insert_all`].
+pub fn case_writes<'a>(cases: &'a Rows, log: &'a Rows) -> [Insert<'a>; 2] {
+    [
+        Insert {
+            head: &CASE_UPSERT,
+            rows: cases,
+            tail: CASE_UPSERT_TAIL,
+        },
+        Insert {
+            head: CASE_LOG,
+            rows: log,
+            tail: "",
+        },
+    ]
+}
+
+/// Writes case rows and their log entries.
 pub async fn write_cases(
     tx: &mut Tx<'_>,
     case_rows: Vec<Vec<Val>>,
     log_rows: Vec<Vec<Val>>,
 ) -> Result<(), StoreError> {
-    insert_rows(
-        tx,
-        &format!("INSERT INTO registration.cases ({CASE_COLUMNS})"),
-        case_rows,
-        " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
-         version = excluded.version, active = excluded.active, lapsed_reason = excluded.lapsed_reason, \
-         certificate_number = excluded.certificate_number, \
-         transfer_registered_at_ms = excluded.transfer_registered_at_ms, updated_at_ms = excluded.updated_at_ms",
-    )
-    .await?;
-    insert_rows(
-        tx,
-        "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)",
-        log_rows,
-        "",
-    )
-    .await
+    let (cases, log) = (Rows::from(case_rows), Rows::from(log_rows));
+    bulk::insert_all(tx, &case_writes(&cases, &log)).await
+}
+
+/// Parcels of the land projects among `projects` (地证同交 cases need their land fees).
+pub fn land_parcels(projects: &HashMap<String, ProjectRow>) -> Vec<String> {
+    projects
+        .values()
+        .filter(|p| p.is_land())
+        .map(|p| p.parcel_code.clone())
+        .collect()
 }

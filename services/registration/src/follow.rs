@@ -416,10 +416,9 @@ async fn apply_batch<E: Sequenced>(
         let land_units: Vec<(String,)> = rows::fetch_in(
             &mut tx,
             "SELECT c.unit_code FROM registration.cases c JOIN registration.projects p ON p.project_id = c.project_id \
-             WHERE p.kind = 'land' AND p.parcel_code IN",
-            "",
+             WHERE p.kind = 'land' AND p.parcel_code",
             &parcels,
-        )
+            "",)
         .await?;
         units.extend(land_units.into_iter().map(|(u,)| u));
     }

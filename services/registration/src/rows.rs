@@ -104,46 +104,7 @@ pub struct BatchRow {
     pub case_count: i64,
 }
 
-/// Values per IN list: far below both backends' parameter limits.
-pub const IN_CHUNK: usize = 500;
-
-/// "$k,$k+1,…" for `n` parameters starting at `start`.
-pub fn params(start: usize, n: usize) -> String {
-    let mut s = String::with_capacity(n * 5);
-    for i in 0..n {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push('$');
-        s.push_str(&(start + i).to_string());
-    }
-    s
-}
-
-/// Rows of `select … WHERE col IN (…)` for many keys, chunked.
-pub async fn fetch_in<T>(
-    tx: &mut Tx<'_>,
-    sql_prefix: &str,
-    suffix: &str,
-    keys: &[String],
-) -> Result<Vec<T>, StoreError>
-where
-    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-{
-    let mut out = Vec::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        // Every distinct statement text is prepared and cached per connection; padding the list
-        // to a power of two (repeating the last key, harmless in IN) keeps that to a few shapes.
-        let width = chunk.len().next_power_of_two().max(4);
-        let sql = format!("{sql_prefix} ({}){suffix}", params(1, width));
-        let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(sql));
-        for i in 0..width {
-            q = q.bind(chunk[i.min(chunk.len() - 1)].clone());
-        }
-        out.extend(q.fetch_all(&mut **tx).await?);
-    }
-    Ok(out)
-}
+pub use tongjiao_store::bulk::{Val, fetch_in};
 
 pub async fn project(tx: &mut Tx<'_>, project_id: &str) -> Result<Option<ProjectRow>, StoreError> {
     let sql = format!("SELECT {PROJECT_COLUMNS} FROM registration.projects WHERE project_id = $1");
@@ -157,8 +118,8 @@ pub async fn projects(
     tx: &mut Tx<'_>,
     ids: &[String],
 ) -> Result<HashMap<String, ProjectRow>, StoreError> {
-    let prefix = format!("SELECT {PROJECT_COLUMNS} FROM registration.projects WHERE project_id IN");
-    let rows: Vec<ProjectRow> = fetch_in(tx, &prefix, "", ids).await?;
+    let prefix = format!("SELECT {PROJECT_COLUMNS} FROM registration.projects WHERE project_id");
+    let rows: Vec<ProjectRow> = fetch_in(tx, &prefix, ids, "").await?;
     Ok(rows
         .into_iter()
         .map(|p| (p.project_id.clone(), p))
@@ -171,10 +132,9 @@ pub async fn buyers_of(
 ) -> Result<HashMap<String, Vec<BuyerRow>>, StoreError> {
     let rows: Vec<BuyerRow> = fetch_in(
         tx,
-        "SELECT case_id, position, name, resident_id, share_bp FROM registration.case_buyers WHERE case_id IN",
-        " ORDER BY case_id, position",
+        "SELECT case_id, position, name, resident_id, share_bp FROM registration.case_buyers WHERE case_id",
         case_ids,
-    )
+        " ORDER BY case_id, position",)
     .await?;
     let mut map: HashMap<String, Vec<BuyerRow>> = HashMap::new();
     for b in rows {
@@ -188,8 +148,8 @@ pub async fn cases_by_ids(
     ids: &[String],
     lock: &str,
 ) -> Result<Vec<CaseRow>, StoreError> {
-    let prefix = format!("SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id IN");
-    fetch_in(tx, &prefix, &format!(" ORDER BY case_id{lock}"), ids).await
+    let prefix = format!("SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id");
+    fetch_in(tx, &prefix, ids, &format!(" ORDER BY case_id{lock}")).await
 }
 
 /// What the other services have told registration about a set of units.
@@ -207,32 +167,44 @@ pub async fn unit_facts(
     units: &[String],
     parcels: &[String],
 ) -> Result<UnitFacts, StoreError> {
+    if tongjiao_store::bulk::is_postgres(tx) {
+        return Ok(buyers_and_facts(tx, &[], units, parcels).await?.1);
+    }
+    unit_facts_each(tx, units, parcels).await
+}
+
+/// [`unit_facts`] with one query per fact table.
+async fn unit_facts_each(
+    tx: &mut Tx<'_>,
+    units: &[String],
+    parcels: &[String],
+) -> Result<UnitFacts, StoreError> {
     let surveyed: Vec<(String, String)> = fetch_in(
         tx,
-        "SELECT unit_code, project_id FROM registration.units WHERE unit_code IN",
-        "",
+        "SELECT unit_code, project_id FROM registration.units WHERE unit_code",
         units,
+        "",
     )
     .await?;
     let funds: Vec<(String,)> = fetch_in(
         tx,
-        "SELECT unit_code FROM registration.maintenance_funds WHERE unit_code IN",
-        "",
+        "SELECT unit_code FROM registration.maintenance_funds WHERE unit_code",
         units,
+        "",
     )
     .await?;
     let taxes: Vec<(String, String)> = fetch_in(
         tx,
-        "SELECT unit_code, buyer_id FROM registration.deed_taxes WHERE unit_code IN",
-        "",
+        "SELECT unit_code, buyer_id FROM registration.deed_taxes WHERE unit_code",
         units,
+        "",
     )
     .await?;
     let fees: Vec<(String,)> = fetch_in(
         tx,
-        "SELECT parcel_code FROM registration.land_fees WHERE parcel_code IN",
-        "",
+        "SELECT parcel_code FROM registration.land_fees WHERE parcel_code",
         parcels,
+        "",
     )
     .await?;
     Ok(UnitFacts {
@@ -243,6 +215,71 @@ pub async fn unit_facts(
     })
 }
 
+/// The buyers of some cases and the facts about their units, in one round trip on PostgreSQL: the
+/// counter's batch transaction holds its case locks while it waits on each read.
+pub async fn buyers_and_facts(
+    tx: &mut Tx<'_>,
+    case_ids: &[String],
+    units: &[String],
+    parcels: &[String],
+) -> Result<(HashMap<String, Vec<BuyerRow>>, UnitFacts), StoreError> {
+    if !tongjiao_store::bulk::is_postgres(tx) {
+        let buyers = buyers_of(tx, case_ids).await?;
+        return Ok((buyers, unit_facts_each(tx, units, parcels).await?));
+    }
+    use tongjiao_store::bulk::text_array;
+    // Every branch yields (tag, key, text, text, number, number).
+    let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT 'b', case_id, name, resident_id, position, share_bp FROM registration.case_buyers \
+             WHERE case_id IN (SELECT unnest($1::text[])) \
+         UNION ALL SELECT 'u', unit_code, project_id, '', 0, 0 FROM registration.units \
+             WHERE unit_code IN (SELECT unnest($2::text[])) \
+         UNION ALL SELECT 'f', unit_code, '', '', 0, 0 FROM registration.maintenance_funds \
+             WHERE unit_code IN (SELECT unnest($2::text[])) \
+         UNION ALL SELECT 't', unit_code, buyer_id, '', 0, 0 FROM registration.deed_taxes \
+             WHERE unit_code IN (SELECT unnest($2::text[])) \
+         UNION ALL SELECT 'l', parcel_code, '', '', 0, 0 FROM registration.land_fees \
+             WHERE parcel_code IN (SELECT unnest($3::text[]))",
+    )
+    .bind(text_array(case_ids))
+    .bind(text_array(units))
+    .bind(text_array(parcels))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut buyers: HashMap<String, Vec<BuyerRow>> = HashMap::new();
+    let mut facts = UnitFacts::default();
+    for (tag, key, a, b, n, m) in rows {
+        match tag.as_str() {
+            "b" => buyers.entry(key.clone()).or_default().push(BuyerRow {
+                case_id: key,
+                position: n,
+                name: a,
+                resident_id: b,
+                share_bp: m,
+            }),
+            "u" => {
+                facts.surveyed.insert(key, a);
+            }
+            "f" => {
+                facts.funds.insert(key);
+            }
+            "t" => {
+                facts.deed_taxes.insert((key, a));
+            }
+            "l" => {
+                facts.land_fees.insert(key);
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!("unexpected fact tag {other}")));
+            }
+        }
+    }
+    for list in buyers.values_mut() {
+        list.sort_by_key(|b| b.position);
+    }
+    Ok((buyers, facts))
+}
+
 /// Surveyed units by code.
 pub async fn units(
     tx: &mut Tx<'_>,
@@ -251,10 +288,9 @@ pub async fn units(
     let rows: Vec<UnitRow> = fetch_in(
         tx,
         "SELECT unit_code, floor_number, location, planned_usage, structure, total_floors, gfa_centi, \
-         internal_centi, shared_centi FROM registration.units WHERE unit_code IN",
-        "",
+         internal_centi, shared_centi FROM registration.units WHERE unit_code",
         codes,
-    )
+        "",)
     .await?;
     Ok(rows.into_iter().map(|u| (u.unit_code.clone(), u)).collect())
 }
@@ -333,53 +369,13 @@ pub async fn project_facts(
     })
 }
 
-/// One bound value of a multi-row insert.
-pub enum Val {
-    Text(String),
-    Int(i64),
-    Bytes(Vec<u8>),
-    NullText,
-    NullInt,
-}
-
-/// Multi-row INSERT in chunks: one round trip per chunk, not per row.
+/// Many rows in one statement (see [`tongjiao_store::bulk`]).
 pub async fn insert_rows(
     tx: &mut Tx<'_>,
-    prefix: &str,
+    head: &str,
     rows: Vec<Vec<Val>>,
-    suffix: &str,
+    tail: &str,
 ) -> Result<(), StoreError> {
-    let Some(width) = rows.first().map(Vec::len) else {
-        return Ok(());
-    };
-    let total = rows.len();
-    let mut rows = rows.into_iter();
-    for size in tongjiao_store::pow2_chunks(total, 30_000 / width) {
-        let chunk: Vec<Vec<Val>> = rows.by_ref().take(size).collect();
-        let mut sql = String::from(prefix);
-        sql.push_str(" VALUES ");
-        for (i, _) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            sql.push_str(&params(i * width + 1, width));
-            sql.push(')');
-        }
-        sql.push_str(suffix);
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
-            for val in row {
-                q = match val {
-                    Val::Text(s) => q.bind(s),
-                    Val::Int(n) => q.bind(n),
-                    Val::Bytes(b) => q.bind(b),
-                    Val::NullText => q.bind(None::<String>),
-                    Val::NullInt => q.bind(None::<i64>),
-                };
-            }
-        }
-        q.execute(&mut **tx).await?;
-    }
+    tongjiao_store::bulk::insert(tx, head, &rows.into(), tail).await?;
     Ok(())
 }

@@ -1,42 +1,16 @@
 //! SQL of the survey schema. Every statement runs unchanged on PostgreSQL and SQLite (sqlx Any).
 use tongjiao_proto::survey::{Structure, Unit};
 use tongjiao_store::{
-    Db, StoreError, Tx,
+    Db, Rows, StoreError, Tx, Val, bulk,
     sqlx::{self, AssertSqlSafe, Row, any::AnyRow},
 };
 
 use crate::validate::{ValidBuilding, ValidTable};
 
-/// Rows per multi-row INSERT.
-const CHUNK: usize = 1000;
-
 /// Columns of a unit row, in the order [`unit_from_row`] reads them.
 const UNIT_COLUMNS: &str = "unit_code, room_number, floor_number, location, planned_usage, \
      measured_gfa_centi_sqm, internal_area_centi_sqm, shared_area_centi_sqm, building_number, \
      structure, total_floors, project_id, version";
-
-/// `INSERT INTO … VALUES ($1,…,$cols),(…)` for `rows` rows, with an optional suffix.
-fn multi_row_insert(head: &str, cols: usize, rows: usize, tail: &str) -> String {
-    let mut sql = String::with_capacity(head.len() + rows * cols * 6 + tail.len());
-    sql.push_str(head);
-    sql.push_str(" VALUES ");
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(r * cols + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql.push_str(tail);
-    sql
-}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("survey: {what} out of range"))
@@ -157,31 +131,30 @@ pub async fn insert_version(
     .execute(&mut **tx)
     .await?;
 
-    for chunk in tongjiao_store::pow2_slices(&table.buildings, CHUNK) {
-        let sql = multi_row_insert(
-            "INSERT INTO survey.buildings (project_id, version, building_number, name, total_floors, \
-             floors_above_ground, floors_below_ground, structure, planned_usage, completion_date, unit_count)",
-            11,
-            chunk.len(),
-            "",
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for b in chunk {
-            q = q
-                .bind(project)
-                .bind(version)
-                .bind(i64::from(b.number))
-                .bind(b.name.clone())
-                .bind(i64::from(b.total_floors))
-                .bind(i64::from(b.floors_above_ground))
-                .bind(i64::from(b.floors_below_ground))
-                .bind(i64::from(i32::from(b.structure)))
-                .bind(b.planned_usage.clone())
-                .bind(b.completion_date.clone())
-                .bind(b.units.len() as i64);
-        }
-        q.execute(&mut **tx).await?;
+    let mut buildings = Rows::with_capacity(11, table.buildings.len());
+    for b in &table.buildings {
+        buildings.push([
+            Val::from(project),
+            Val::Int(version),
+            Val::Int(i64::from(b.number)),
+            Val::Text(b.name.clone()),
+            Val::Int(i64::from(b.total_floors)),
+            Val::Int(i64::from(b.floors_above_ground)),
+            Val::Int(i64::from(b.floors_below_ground)),
+            Val::Int(i64::from(i32::from(b.structure))),
+            Val::Text(b.planned_usage.clone()),
+            Val::opt_text(b.completion_date.clone()),
+            Val::Int(b.units.len() as i64),
+        ]);
     }
+    bulk::insert(
+        tx,
+        "INSERT INTO survey.buildings (project_id, version, building_number, name, total_floors, \
+         floors_above_ground, floors_below_ground, structure, planned_usage, completion_date, unit_count)",
+        &buildings,
+        "",
+    )
+    .await?;
 
     // Units in code order, the order of the primary key and of the owner claims below.
     let mut units: Vec<(&ValidBuilding, &crate::validate::ValidUnit)> = table
@@ -191,34 +164,33 @@ pub async fn insert_version(
         .collect();
     units.sort_by(|a, b| a.1.code.as_str().cmp(b.1.code.as_str()));
 
-    for chunk in tongjiao_store::pow2_slices(&units, CHUNK) {
-        let sql = multi_row_insert(
-            "INSERT INTO survey.units (project_id, version, unit_code, building_number, room_number, \
-             floor_number, location, planned_usage, measured_gfa_centi_sqm, internal_area_centi_sqm, \
-             shared_area_centi_sqm, structure, total_floors)",
-            13,
-            chunk.len(),
-            "",
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (b, u) in chunk {
-            q = q
-                .bind(project)
-                .bind(version)
-                .bind(u.code.as_str())
-                .bind(i64::from(b.number))
-                .bind(u.room_number.as_str())
-                .bind(i64::from(u.floor_number))
-                .bind(u.location.as_str())
-                .bind(u.planned_usage.as_str())
-                .bind(u.measured_gfa.centi())
-                .bind(u.internal_area.centi())
-                .bind(u.shared_area.centi())
-                .bind(i64::from(i32::from(b.structure)))
-                .bind(i64::from(b.total_floors));
-        }
-        q.execute(&mut **tx).await?;
+    let mut rows = Rows::with_capacity(13, units.len());
+    for (b, u) in units {
+        rows.push([
+            Val::from(project),
+            Val::Int(version),
+            Val::from(u.code.as_str()),
+            Val::Int(i64::from(b.number)),
+            Val::from(u.room_number.as_str()),
+            Val::Int(i64::from(u.floor_number)),
+            Val::from(u.location.as_str()),
+            Val::from(u.planned_usage.as_str()),
+            Val::Int(u.measured_gfa.centi()),
+            Val::Int(u.internal_area.centi()),
+            Val::Int(u.shared_area.centi()),
+            Val::Int(i64::from(i32::from(b.structure))),
+            Val::Int(i64::from(b.total_floors)),
+        ]);
     }
+    bulk::insert(
+        tx,
+        "INSERT INTO survey.units (project_id, version, unit_code, building_number, room_number, \
+         floor_number, location, planned_usage, measured_gfa_centi_sqm, internal_area_centi_sqm, \
+         shared_area_centi_sqm, structure, total_floors)",
+        &rows,
+        "",
+    )
+    .await?;
 
     // Claim the codes for this project, copied server-side from the rows just written (in code
     // order, so concurrent uploads lock owner rows in the same order).
@@ -372,17 +344,4 @@ pub async fn list_units(
     .fetch_all(db.pool())
     .await?;
     rows.iter().map(unit_from_row).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multi_row_insert_numbers_placeholders() {
-        assert_eq!(
-            multi_row_insert("INSERT INTO t (a, b)", 2, 2, " ON CONFLICT DO NOTHING"),
-            "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4) ON CONFLICT DO NOTHING"
-        );
-    }
 }

@@ -1,9 +1,9 @@
 //! The completion feed's write path (完税推送入库). One batch = one transaction:
 //! 1. SELECT the batch's event ids in `tax.received`: those are DUPLICATE (same digest) or REJECTED
 //!    (different digest), nothing written for them;
-//! 2. multi-row INSERT the new facts (each table in event-id order);
+//! 2. one INSERT per table of the new facts (each table in event-id order);
 //! 3. one `EventLog::append` for all new events (takes the feed head's lock);
-//! 4. multi-row INSERT the new ids into `tax.received` with their digest and sequence;
+//! 4. one INSERT of the new ids into `tax.received` with their digest and sequence;
 //! 5. commit, notify followers, and only then build the acks, one per request, in arrival order.
 //!
 //! Two streams delivering the same new event at once: the second waits on the first's fact row,
@@ -12,18 +12,15 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use sqlx::{AssertSqlSafe, Row};
 use tongjiao_proto::tax::{AckStatus, PushCompletionsResponse, TaxEvent};
 use tongjiao_server::{ApiError, timestamp_ms};
-use tongjiao_store::{NewEvent, StoreError, Tx, now_ms};
+use tongjiao_store::{NewEvent, Rows, StoreError, Tx, Val, bulk, now_ms};
 
 use crate::{
     TaxStatus,
     validate::{Fact, Item, ValidEvent},
 };
 
-/// Rows per multi-row statement (at most 9 parameters a row: well under both backends' limits).
-const CHUNK: usize = 1000;
 /// Attempts when a concurrent stream recorded one of the batch's event ids first.
 const ATTEMPTS: usize = 5;
 
@@ -109,27 +106,23 @@ impl TaxStatus {
         }
 
         let mut tx = self.db.begin().await?;
-        for chunk in tongjiao_store::pow2_slices(&firsts, CHUNK) {
-            let mut sql = String::from(
-                "SELECT event_id, content_sha256, sequence FROM tax.received WHERE event_id IN (",
+        let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
+        let rows: Vec<(String, String, i64)> = tongjiao_store::bulk::fetch_in(
+            &mut tx,
+            "SELECT event_id, content_sha256, sequence FROM tax.received WHERE event_id",
+            &ids,
+            "",
+        )
+        .await?;
+        for (id, content_sha256, sequence) in rows {
+            known.insert(
+                id,
+                Known {
+                    content_sha256,
+                    sequence,
+                    accepted_at: None,
+                },
             );
-            push_params(&mut sql, 1, chunk.len());
-            sql.push(')');
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ev in chunk {
-                q = q.bind(ev.event_id.clone());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let id: String = row.try_get(0)?;
-                known.insert(
-                    id,
-                    Known {
-                        content_sha256: row.try_get(1)?,
-                        sequence: row.try_get(2)?,
-                        accepted_at: None,
-                    },
-                );
-            }
         }
         let fresh: Vec<&ValidEvent> = firsts
             .into_iter()
@@ -201,24 +194,23 @@ impl TaxStatus {
         seqs: &[i64],
         recorded: i64,
     ) -> Result<(), BatchError> {
-        let rows: Vec<(&ValidEvent, i64)> =
-            fresh.iter().copied().zip(seqs.iter().copied()).collect();
-        for chunk in tongjiao_store::pow2_slices(&rows, CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms) VALUES ",
-            );
-            push_rows(&mut sql, chunk.len(), 5);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (ev, sequence) in chunk {
-                q = q
-                    .bind(ev.event_id.clone())
-                    .bind(ev.content_sha256.clone())
-                    .bind(ev.fact.kind())
-                    .bind(*sequence)
-                    .bind(recorded);
-            }
-            q.execute(&mut **tx).await?;
+        let mut rows = Rows::with_capacity(5, fresh.len());
+        for (ev, &sequence) in fresh.iter().zip(seqs) {
+            rows.push([
+                Val::Text(ev.event_id.clone()),
+                Val::Text(ev.content_sha256.clone()),
+                Val::Text(ev.fact.kind().to_owned()),
+                Val::Int(sequence),
+                Val::Int(recorded),
+            ]);
         }
+        bulk::insert(
+            tx,
+            "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms)",
+            &rows,
+            "",
+        )
+        .await?;
         Ok(())
     }
 
@@ -231,125 +223,96 @@ impl TaxStatus {
         fresh: &[&ValidEvent],
         recorded: i64,
     ) -> Result<(), BatchError> {
-        let mut deed = Vec::new();
-        let mut fund = Vec::new();
-        let mut developer = Vec::new();
-        let mut land = Vec::new();
         let mut sorted: Vec<&ValidEvent> = fresh.to_vec();
         sorted.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+        let mut deed = Rows::new(9);
+        let mut fund = Rows::new(6);
+        let mut developer = Rows::new(6);
+        let mut land = Rows::new(6);
         for ev in sorted {
+            let id = Val::Text(ev.event_id.clone());
+            let occurred = Val::opt_int(ev.occurred_at_ms);
+            let recorded = Val::Int(recorded);
             match &ev.fact {
-                Fact::DeedTax { .. } => deed.push(ev),
-                Fact::MaintenanceFund { .. } => fund.push(ev),
-                Fact::DeveloperTax { .. } => developer.push(ev),
-                Fact::LandFees { .. } => land.push(ev),
-            }
-        }
-        for chunk in tongjiao_store::pow2_slices(&deed, CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
-                 relieved, relief_basis, occurred_at_ms, recorded_at_ms) VALUES ",
-            );
-            push_rows(&mut sql, chunk.len(), 9);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ev in chunk {
-                if let Fact::DeedTax {
+                Fact::DeedTax {
                     unit_code,
                     buyer_id,
                     amount,
                     voucher_number,
                     relieved,
                     relief_basis,
-                } = &ev.fact
-                {
-                    q = q
-                        .bind(ev.event_id.clone())
-                        .bind(unit_code.as_str().to_owned())
-                        .bind(buyer_id.as_str().to_owned())
-                        .bind(amount.fen())
-                        .bind(voucher_number.clone())
-                        .bind(i64::from(*relieved))
-                        .bind(relief_basis.clone())
-                        .bind(ev.occurred_at_ms)
-                        .bind(recorded);
-                }
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for chunk in tongjiao_store::pow2_slices(&fund, CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
-                 occurred_at_ms, recorded_at_ms) VALUES ",
-            );
-            push_rows(&mut sql, chunk.len(), 6);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ev in chunk {
-                if let Fact::MaintenanceFund {
+                } => deed.push([
+                    id,
+                    Val::Text(unit_code.as_str().to_owned()),
+                    Val::Text(buyer_id.as_str().to_owned()),
+                    Val::Int(amount.fen()),
+                    Val::Text(voucher_number.clone()),
+                    Val::Int(i64::from(*relieved)),
+                    Val::Text(relief_basis.clone()),
+                    occurred,
+                    recorded,
+                ]),
+                Fact::MaintenanceFund {
                     unit_code,
                     amount,
                     receipt_number,
-                } = &ev.fact
-                {
-                    q = q
-                        .bind(ev.event_id.clone())
-                        .bind(unit_code.as_str().to_owned())
-                        .bind(amount.fen())
-                        .bind(receipt_number.clone())
-                        .bind(ev.occurred_at_ms)
-                        .bind(recorded);
-                }
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for chunk in tongjiao_store::pow2_slices(&developer, CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
-                 voucher_number, occurred_at_ms, recorded_at_ms) VALUES ",
-            );
-            push_rows(&mut sql, chunk.len(), 6);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ev in chunk {
-                if let Fact::DeveloperTax {
+                } => fund.push([
+                    id,
+                    Val::Text(unit_code.as_str().to_owned()),
+                    Val::Int(amount.fen()),
+                    Val::Text(receipt_number.clone()),
+                    occurred,
+                    recorded,
+                ]),
+                Fact::DeveloperTax {
                     project_id,
                     developer_credit_code,
                     voucher_number,
-                } = &ev.fact
-                {
-                    q = q
-                        .bind(ev.event_id.clone())
-                        .bind(project_id.as_str().to_owned())
-                        .bind(developer_credit_code.as_str().to_owned())
-                        .bind(voucher_number.clone())
-                        .bind(ev.occurred_at_ms)
-                        .bind(recorded);
-                }
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for chunk in tongjiao_store::pow2_slices(&land, CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
-                 occurred_at_ms, recorded_at_ms) VALUES ",
-            );
-            push_rows(&mut sql, chunk.len(), 6);
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for ev in chunk {
-                if let Fact::LandFees {
+                } => developer.push([
+                    id,
+                    Val::Text(project_id.as_str().to_owned()),
+                    Val::Text(developer_credit_code.as_str().to_owned()),
+                    Val::Text(voucher_number.clone()),
+                    occurred,
+                    recorded,
+                ]),
+                Fact::LandFees {
                     parcel_code,
                     amount,
                     voucher_number,
-                } = &ev.fact
-                {
-                    q = q
-                        .bind(ev.event_id.clone())
-                        .bind(parcel_code.as_str().to_owned())
-                        .bind(amount.fen())
-                        .bind(voucher_number.clone())
-                        .bind(ev.occurred_at_ms)
-                        .bind(recorded);
-                }
+                } => land.push([
+                    id,
+                    Val::Text(parcel_code.as_str().to_owned()),
+                    Val::Int(amount.fen()),
+                    Val::Text(voucher_number.clone()),
+                    occurred,
+                    recorded,
+                ]),
             }
-            q.execute(&mut **tx).await?;
+        }
+        for (head, rows) in [
+            (
+                "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
+                 relieved, relief_basis, occurred_at_ms, recorded_at_ms)",
+                &deed,
+            ),
+            (
+                "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
+                 occurred_at_ms, recorded_at_ms)",
+                &fund,
+            ),
+            (
+                "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
+                 voucher_number, occurred_at_ms, recorded_at_ms)",
+                &developer,
+            ),
+            (
+                "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
+                 occurred_at_ms, recorded_at_ms)",
+                &land,
+            ),
+        ] {
+            bulk::insert(tx, head, rows, "").await?;
         }
         Ok(())
     }
@@ -401,28 +364,5 @@ fn rejected(event_id: &str, error: &str) -> PushCompletionsResponse {
         status: AckStatus::Rejected as i32,
         sequence: 0,
         error: error.to_owned(),
-    }
-}
-
-/// Appends `$from, $from+1, …` (`n` placeholders).
-fn push_params(sql: &mut String, from: usize, n: usize) {
-    for i in 0..n {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('$');
-        sql.push_str(&(from + i).to_string());
-    }
-}
-
-/// Appends `n` row tuples of `cols` placeholders each.
-fn push_rows(sql: &mut String, n: usize, cols: usize) {
-    for r in 0..n {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        push_params(sql, r * cols + 1, cols);
-        sql.push(')');
     }
 }
