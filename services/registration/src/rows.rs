@@ -1,5 +1,6 @@
-//! Rows of the registration schema and the SQL that reads them. Every statement is plain SQL that
-//! runs unchanged on PostgreSQL and the sandbox's SQLite.
+//! Rows of the registration schema and the SQL that reads them. Statements are plain SQL that runs
+//! unchanged on PostgreSQL and the sandbox's SQLite, except where PostgreSQL gets one combined read
+//! (with array parameters) in place of several.
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, FromRow};
@@ -134,7 +135,8 @@ pub async fn buyers_of(
         tx,
         "SELECT case_id, position, name, resident_id, share_bp FROM registration.case_buyers WHERE case_id",
         case_ids,
-        " ORDER BY case_id, position",)
+        " ORDER BY case_id, position",
+    )
     .await?;
     let mut map: HashMap<String, Vec<BuyerRow>> = HashMap::new();
     for b in rows {
