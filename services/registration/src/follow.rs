@@ -418,7 +418,8 @@ async fn apply_batch<E: Sequenced>(
             "SELECT c.unit_code FROM registration.cases c JOIN registration.projects p ON p.project_id = c.project_id \
              WHERE p.kind = 'land' AND p.parcel_code",
             &parcels,
-            "",)
+            "",
+        )
         .await?;
         units.extend(land_units.into_iter().map(|(u,)| u));
     }

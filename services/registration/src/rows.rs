@@ -292,7 +292,8 @@ pub async fn units(
         "SELECT unit_code, floor_number, location, planned_usage, structure, total_floors, gfa_centi, \
          internal_centi, shared_centi FROM registration.units WHERE unit_code",
         codes,
-        "",)
+        "",
+    )
     .await?;
     Ok(rows.into_iter().map(|u| (u.unit_code.clone(), u)).collect())
 }
