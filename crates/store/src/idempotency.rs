@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Row};
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::{Schema, StoreError, Tx, Val, now_ms};
 
@@ -24,6 +24,8 @@ pub struct Idempotency {
     get_sql: String,
     complete_sql: String,
     release_sql: String,
+    release_many_sql: String,
+    get_many_sql: String,
 }
 
 /// SHA-256 of the encoded request, to tell a retry from a different request under the same id.
@@ -47,6 +49,16 @@ impl Idempotency {
             ),
             release_sql: format!(
                 "DELETE FROM {s}.requests WHERE principal = $1 AND request_id = $2 AND response IS NULL"
+            ),
+            // Composite keys as two parallel arrays: one statement for a whole batch.
+            release_many_sql: format!(
+                "DELETE FROM {s}.requests r USING unnest($1::text[], $2::text[]) AS k(principal, request_id) \
+                 WHERE r.principal = k.principal AND r.request_id = k.request_id AND r.response IS NULL"
+            ),
+            get_many_sql: format!(
+                "SELECT r.principal, r.request_id, r.method, r.payload_sha256, r.response FROM {s}.requests r \
+                 JOIN unnest($1::text[], $2::text[]) AS k(principal, request_id) \
+                 ON r.principal = k.principal AND r.request_id = k.request_id"
             ),
             get_sql: format!(
                 "SELECT method, payload_sha256, response FROM {s}.requests WHERE principal = $1 AND request_id = $2"
@@ -142,34 +154,35 @@ impl Idempotency {
                 Val::Int(now),
             ]);
         }
-        let inserted: HashSet<(String, String)> =
-            crate::bulk::insert_returning::<(String, String)>(
-                tx,
-                &self.claim_many_prefix,
-                &rows,
-                " ON CONFLICT DO NOTHING RETURNING principal, request_id",
-            )
-            .await?
-            .into_iter()
+        let position: HashMap<(&str, &str), usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((k.principal.as_str(), k.request_id.as_str()), i))
             .collect();
-        for (i, k) in keys.iter().enumerate() {
-            if inserted.contains(&(k.principal.clone(), k.request_id.clone())) {
+        let inserted: Vec<(String, String)> = crate::bulk::insert_returning(
+            tx,
+            &self.claim_many_prefix,
+            &rows,
+            " ON CONFLICT DO NOTHING RETURNING principal, request_id",
+        )
+        .await?;
+        for (principal, request_id) in &inserted {
+            if let Some(&i) = position.get(&(principal.as_str(), request_id.as_str())) {
                 out[i] = Some(Ok(Claim::New));
             }
         }
         // The rest were seen before: replay or refuse each.
-        for (i, k) in keys.iter().enumerate() {
-            if out[i].is_some() {
+        let seen: Vec<(&str, &str)> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(k, _)| (k.principal.as_str(), k.request_id.as_str()))
+            .collect();
+        for (principal, request_id, method, digest, response) in self.stored(tx, &seen).await? {
+            let Some(&i) = position.get(&(principal.as_str(), request_id.as_str())) else {
                 continue;
-            }
-            let row = sqlx::query(AssertSqlSafe(self.get_sql.clone()))
-                .bind(&k.principal)
-                .bind(&k.request_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            let method: String = row.try_get(0)?;
-            let digest: String = row.try_get(1)?;
-            let response: Option<Vec<u8>> = row.try_get(2)?;
+            };
+            let k = &keys[i];
             out[i] = Some(if method != k.method || digest != k.digest {
                 Err(StoreError::RequestIdReused {
                     request_id: k.request_id.clone(),
@@ -184,17 +197,6 @@ impl Idempotency {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("unclaimed request".into()))))
             .collect())
-    }
-
-    /// Stores the replies of many claimed requests in one statement (an upsert on the claimed rows,
-    /// which both backends run as one multi-row write).
-    pub async fn complete_many(
-        &self,
-        tx: &mut Tx<'_>,
-        done: Vec<(RequestKey, Vec<u8>)>,
-    ) -> Result<(), StoreError> {
-        let rows = self.completion_rows(done);
-        crate::bulk::insert_all(tx, &[self.completion(&rows)]).await
     }
 
     /// The replies of claimed requests as rows for [`Idempotency::completion`].
@@ -238,4 +240,77 @@ impl Idempotency {
             .await?;
         Ok(())
     }
+
+    /// Forgets the claims of many refused requests (see [`Idempotency::release`]) in one statement
+    /// on PostgreSQL: the caller holds its batch's locks while it waits.
+    pub async fn release_many(
+        &self,
+        tx: &mut Tx<'_>,
+        keys: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if !crate::bulk::is_postgres(tx) {
+            for (principal, request_id) in keys {
+                self.release(tx, principal, request_id).await?;
+            }
+            return Ok(());
+        }
+        let (principals, request_ids) = split_keys(keys);
+        sqlx::query(AssertSqlSafe(self.release_many_sql.clone()))
+            .bind(principals)
+            .bind(request_ids)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The stored (principal, request_id, method, digest, reply) of requests seen before.
+    async fn stored(
+        &self,
+        tx: &mut Tx<'_>,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<StoredRequest>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if crate::bulk::is_postgres(tx) {
+            let (principals, request_ids) = split_keys(keys);
+            return Ok(sqlx::query_as(AssertSqlSafe(self.get_many_sql.clone()))
+                .bind(principals)
+                .bind(request_ids)
+                .fetch_all(&mut **tx)
+                .await?);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (principal, request_id) in keys {
+            let (method, digest, response): (String, String, Option<Vec<u8>>) =
+                sqlx::query_as(AssertSqlSafe(self.get_sql.clone()))
+                    .bind(*principal)
+                    .bind(*request_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            out.push((
+                (*principal).to_owned(),
+                (*request_id).to_owned(),
+                method,
+                digest,
+                response,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+type StoredRequest = (String, String, String, String, Option<Vec<u8>>);
+
+/// Composite keys as two PostgreSQL `text[]` literals.
+fn split_keys(keys: &[(&str, &str)]) -> (String, String) {
+    let principals: Vec<String> = keys.iter().map(|(p, _)| (*p).to_owned()).collect();
+    let request_ids: Vec<String> = keys.iter().map(|(_, r)| (*r).to_owned()).collect();
+    (
+        crate::bulk::text_array(&principals),
+        crate::bulk::text_array(&request_ids),
+    )
 }

@@ -167,13 +167,17 @@ async fn release_refused<R>(
     fresh: &[usize],
     outcomes: &[Option<Outcome<R>>],
 ) -> Result<(), StoreError> {
-    for &i in fresh {
-        if outcomes[i].is_some() {
-            idem.release(tx, &jobs[i].key.principal, &jobs[i].key.request_id)
-                .await?;
-        }
-    }
-    Ok(())
+    let refused: Vec<(&str, &str)> = fresh
+        .iter()
+        .filter(|&&i| outcomes[i].is_some())
+        .map(|&i| {
+            (
+                jobs[i].key.principal.as_str(),
+                jobs[i].key.request_id.as_str(),
+            )
+        })
+        .collect();
+    idem.release_many(tx, &refused).await
 }
 
 /// Everything the register knows about the cases of a batch, with the cases locked.

@@ -107,7 +107,7 @@ impl TaxStatus {
 
         let mut tx = self.db.begin().await?;
         let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
-        let rows: Vec<(String, String, i64)> = tongjiao_store::bulk::fetch_in(
+        let rows: Vec<(String, String, i64)> = bulk::fetch_in(
             &mut tx,
             "SELECT event_id, content_sha256, sequence FROM tax.received WHERE event_id",
             &ids,
