@@ -83,6 +83,54 @@ async fn issue(
         .expect("certificate"))
 }
 
+async fn transfer_and_issue(
+    suite: &Suite,
+    case_id: &str,
+    request_id: &str,
+) -> Result<reg::RegisterTransferAndIssueResponse, tonic::Status> {
+    Ok(suite
+        .registration()
+        .await
+        .register_transfer_and_issue(authed(
+            reg::RegisterTransferAndIssueRequest {
+                request_id: request_id.into(),
+                case_id: case_id.into(),
+            },
+            &suite.token(Role::Clerk),
+        ))
+        .await?
+        .into_inner())
+}
+
+/// Runs `n` clerks' calls at once, each over its own connection, and returns their results in
+/// order; `call` gets a client, the clerk's index and a clerk token.
+async fn at_once<T, F, Fut>(suite: &Suite, n: usize, call: F) -> Vec<Result<T, tonic::Status>>
+where
+    F: Fn(RegClient, usize, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let channel = suite
+            .registration
+            .as_ref()
+            .expect("running")
+            .channel()
+            .await;
+        tasks.push(tokio::spawn(call(
+            RegClient::new(channel),
+            i,
+            suite.token(Role::Clerk),
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
 fn serials(certs: &[reg::Certificate]) -> Vec<u64> {
     let mut s: Vec<u64> = certs.iter().map(|c| c.serial).collect();
     s.sort_unstable();
@@ -671,18 +719,10 @@ async fn sixteen_counters_racing_on_one_case_yield_exactly_one_certificate() {
         .await
         .expect("register");
 
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let channel = suite
-            .registration
-            .as_ref()
-            .expect("running")
-            .channel()
-            .await;
-        let token = suite.token(Role::Clerk);
+    let results = at_once(&suite, 16, |mut client, i, token| {
         let case_id = case.case_id.clone();
-        tasks.push(tokio::spawn(async move {
-            RegClient::new(channel)
+        async move {
+            client
                 .issue_certificate(authed(
                     reg::IssueCertificateRequest {
                         request_id: format!("counter-{i}"),
@@ -692,12 +732,13 @@ async fn sixteen_counters_racing_on_one_case_yield_exactly_one_certificate() {
                 ))
                 .await
                 .map(|r| r.into_inner().certificate.expect("certificate"))
-        }));
-    }
+        }
+    })
+    .await;
     let mut ok = Vec::new();
     let mut refused = 0;
-    for t in tasks {
-        match t.await.expect("task") {
+    for r in results {
+        match r {
             Ok(c) => ok.push(c),
             Err(s) => {
                 assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
@@ -1094,4 +1135,181 @@ async fn a_land_parcel_gets_its_certificate_on_delivery_day() {
     assert_eq!(cert.usage, "工业用地");
     assert!(cert.area.starts_with("宗地面积"), "{cert:?}");
     assert!(cert.remarks.contains("地证同交"), "{cert:?}");
+}
+
+/// The case log (办件日志) of one case: (version, state, note), oldest first.
+async fn case_log(suite: &Suite, case_id: &str) -> Vec<(i64, String, String)> {
+    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
+        .await
+        .expect("register");
+    sqlx::query_as(
+        "SELECT version, state, note FROM registration.case_log WHERE case_id = $1 ORDER BY version",
+    )
+    .bind(case_id)
+    .fetch_all(db.pool())
+    .await
+    .expect("case log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_counter_step_records_the_transfer_and_issues_the_certificate() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-010", 1, 4);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    // The last unit's buyers have not paid: its case stays pending (材料未齐).
+    let unpaid = sc.cases[3].unit_code.clone();
+    let events: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .filter(|e| !e.event_id.contains(&unpaid))
+        .collect();
+    push_tax(&suite, events).await;
+    wait_batch(&suite, &batch.batch_id, |c| c.ready == 3 && c.pending == 1).await;
+
+    // A READY case: 转移登记 and 发证 in one call.
+    let a = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    assert_eq!(a.state, reg::CaseState::Ready as i32);
+    let first = transfer_and_issue(&suite, &a.case_id, "handover-a")
+        .await
+        .expect("transfer and issue");
+    let cert = first.certificate.clone().expect("certificate");
+    assert_eq!(cert.serial, 1);
+    assert_eq!(cert.case_id, a.case_id);
+    assert!(
+        cert.certificate_number.parse::<CertificateNumber>().is_ok(),
+        "{cert:?}"
+    );
+    let case = first.case.clone().expect("case");
+    assert_eq!(case.state, reg::CaseState::CertificateIssued as i32);
+    assert_eq!(case.certificate_number, cert.certificate_number);
+    assert_eq!(case.version, a.version + 2, "two steps, two versions");
+    let log = case_log(&suite, &a.case_id).await;
+    let tail: Vec<(i64, &str)> = log
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|(v, s, _)| (*v, s.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (a.version as i64 + 1, "transfer_registered"),
+            (a.version as i64 + 2, "certificate_issued"),
+        ],
+        "the log keeps both steps: {log:?}"
+    );
+
+    // A retry with the same request id returns the first reply and consumes no number.
+    let again = transfer_and_issue(&suite, &a.case_id, "handover-a")
+        .await
+        .expect("retry");
+    assert_eq!(again, first);
+    // A new request on the issued case is refused and changes nothing.
+    let err = transfer_and_issue(&suite, &a.case_id, "handover-a-2")
+        .await
+        .expect_err("already issued");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(case_log(&suite, &a.case_id).await, log);
+
+    // A pending case is refused with what it lacks, and nothing is recorded.
+    let d = find_by_unit(&suite, &unpaid).await;
+    let err = transfer_and_issue(&suite, &d.case_id, "handover-d")
+        .await
+        .expect_err("pending");
+    let kinds = precondition_kinds(&err);
+    assert!(
+        kinds.iter().any(|k| k.contains("deed_tax")),
+        "names the missing 契税: {kinds:?}"
+    );
+    let still = find_by_unit(&suite, &unpaid).await;
+    assert_eq!(
+        (still.state, still.version),
+        (reg::CaseState::Pending as i32, d.version)
+    );
+
+    // A case whose transfer was recorded separately is only issued; plain issuance goes on in the
+    // same gap-free sequence.
+    let b = find_by_unit(&suite, &sc.cases[1].unit_code).await;
+    let transferred = register(&suite, &b.case_id, "reg-b")
+        .await
+        .expect("register");
+    let b_done = transfer_and_issue(&suite, &b.case_id, "handover-b")
+        .await
+        .expect("issue after transfer");
+    assert_eq!(b_done.certificate.as_ref().map(|c| c.serial), Some(2));
+    assert_eq!(
+        b_done.case.as_ref().map(|c| c.version),
+        Some(transferred.version + 1)
+    );
+    let c = find_by_unit(&suite, &sc.cases[2].unit_code).await;
+    register(&suite, &c.case_id, "reg-c")
+        .await
+        .expect("register");
+    let c_cert = issue(&suite, &c.case_id, "cert-c").await.expect("issue");
+    assert_eq!(c_cert.serial, 3, "the refusals consumed no number");
+
+    // Bad input is named field by field.
+    let err = transfer_and_issue(&suite, "", "handover-x")
+        .await
+        .expect_err("no case id");
+    assert_eq!(bad_fields(&err), ["case_id"]);
+    let err = transfer_and_issue(&suite, &c.case_id, "")
+        .await
+        .expect_err("no request id");
+    assert_eq!(bad_fields(&err), ["request_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_counters_handing_over_one_case_yield_one_certificate() {
+    let suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-011", 1, 1);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    push_tax(&suite, sc.tax_events()).await;
+    wait_batch(&suite, &batch.batch_id, |c| c.ready == 1).await;
+    let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
+    let results = at_once(&suite, 16, |mut client, i, token| {
+        let case_id = case.case_id.clone();
+        async move {
+            client
+                .register_transfer_and_issue(authed(
+                    reg::RegisterTransferAndIssueRequest {
+                        request_id: format!("counter-{i}"),
+                        case_id,
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().certificate.expect("certificate"))
+        }
+    })
+    .await;
+    let mut ok = Vec::new();
+    for r in results {
+        match r {
+            Ok(c) => ok.push(c),
+            Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
+        }
+    }
+    assert_eq!(serials(&ok), [1], "exactly one certificate");
+    let log = case_log(&suite, &case.case_id).await;
+    let states: Vec<&str> = log.iter().map(|(_, s, _)| s.as_str()).collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == "transfer_registered")
+            .count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == "certificate_issued")
+            .count(),
+        1,
+        "{log:?}"
+    );
 }

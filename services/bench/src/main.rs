@@ -25,7 +25,7 @@ use tongjiao_auth::{KeyPair, TokenIssuer};
 
 use crate::{
     floors::{FloorConfig, Floors},
-    phases::{Suite, Tokens, check_certificates},
+    phases::{CounterFlow, Suite, Tokens, check_certificates},
     procs::{CpuMeter, Fleet},
     report::{Checks, MachineReport, Report, ServiceReport},
 };
@@ -64,6 +64,10 @@ struct HandoverArgs {
     /// gRPC channels (HTTP/2 connections) the counters are spread over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     channels: u64,
+    /// How a counter settles a case after its look-up: `combined` = one RegisterTransferAndIssue
+    /// call (转移登记并发证); `separate` = RegisterTransfer, then IssueCertificate.
+    #[arg(long, value_enum, default_value_t = CounterFlow::Combined)]
+    counter_flow: CounterFlow,
     /// Where to write the JSON report (default: <target>/tongjiao-bench/report-<timestamp>.json).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -544,6 +548,7 @@ async fn measure(
         tokens,
         counters,
         channels,
+        counter_flow: args.counter_flow,
         tax_streams: args.tax_streams as usize,
         dup_percent: args.dup_percent,
         seed: args.seed,

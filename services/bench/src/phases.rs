@@ -100,6 +100,25 @@ pub struct Issued {
     pub case_id: String,
 }
 
+/// How a counter settles a case after its look-up.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterFlow {
+    /// One RegisterTransferAndIssue call (转移登记并发证): 2 RPCs per certificate.
+    Combined,
+    /// RegisterTransfer, then IssueCertificate: 3 RPCs per certificate.
+    Separate,
+}
+
+impl CounterFlow {
+    pub fn rpcs_per_certificate(self) -> u64 {
+        match self {
+            CounterFlow::Combined => 2,
+            CounterFlow::Separate => 3,
+        }
+    }
+}
+
 pub struct Suite {
     pub survey: String,
     pub acceptance: String,
@@ -108,6 +127,7 @@ pub struct Suite {
     pub tokens: Tokens,
     pub counters: usize,
     pub channels: usize,
+    pub counter_flow: CounterFlow,
     pub tax_streams: usize,
     pub dup_percent: u32,
     pub seed: u64,
@@ -708,6 +728,7 @@ impl Suite {
             let errors = errors.clone();
             let retries = retries.clone();
             let token = self.tokens.clerk.clone();
+            let flow = self.counter_flow;
             tasks.push(tokio::spawn(async move {
                 let mut lat: [Samples; 4] = Default::default();
                 let mut issued = Vec::new();
@@ -715,7 +736,7 @@ impl Suite {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(plan) = cases.get(i) else { break };
                     let t_all = Instant::now();
-                    match counter_once(&c, &token, plan, &retries, &mut lat).await {
+                    match counter_once(&c, &token, plan, flow, &retries, &mut lat).await {
                         Ok(cert) => {
                             lat[3].push(t_all.elapsed());
                             issued.push(cert);
@@ -745,22 +766,38 @@ impl Suite {
             ));
         }
         let [find, transfer, issue, total] = lat;
+        let (description, latency) = match self.counter_flow {
+            CounterFlow::Combined => (
+                "C counters: FindCases → RegisterTransferAndIssue per case until all are issued",
+                BTreeMap::from([
+                    ("FindCases".into(), find.summary()),
+                    ("RegisterTransferAndIssue".into(), issue.summary()),
+                    ("counter_total".into(), total.summary()),
+                ]),
+            ),
+            CounterFlow::Separate => (
+                "C counters: FindCases → RegisterTransfer → IssueCertificate per case until all are issued",
+                BTreeMap::from([
+                    ("FindCases".into(), find.summary()),
+                    ("RegisterTransfer".into(), transfer.summary()),
+                    ("IssueCertificate".into(), issue.summary()),
+                    ("counter_total".into(), total.summary()),
+                ]),
+            ),
+        };
         self.record(
             "counters",
-            "C counters: FindCases → RegisterTransfer → IssueCertificate per case until all are issued",
+            description,
             wall,
             self.issued.len() as u64,
             "certificates",
-            BTreeMap::from([
-                ("FindCases".into(), find.summary()),
-                ("RegisterTransfer".into(), transfer.summary()),
-                ("IssueCertificate".into(), issue.summary()),
-                ("counter_total".into(), total.summary()),
-            ]),
+            latency,
             cpu,
             serde_json::json!({
                 "counters": self.counters,
                 "channels": self.channels,
+                "counter_flow": self.counter_flow,
+                "rpcs_per_certificate": self.counter_flow.rpcs_per_certificate(),
                 "retries": retries.load(Ordering::Relaxed),
                 "failed_cases": errs.len(),
                 "errors": errs.iter().take(20).collect::<Vec<_>>(),
@@ -804,11 +841,13 @@ fn push_err(errors: &Mutex<Vec<String>>, e: String) {
     }
 }
 
-/// One counter iteration; latencies go to `lat[0..3]` (FindCases, RegisterTransfer, IssueCertificate).
+/// One counter iteration; latencies go to `lat[0..3]` (FindCases, RegisterTransfer, then
+/// IssueCertificate or RegisterTransferAndIssue).
 async fn counter_once(
     client: &RegClient,
     token: &MetadataValue<Ascii>,
     plan: &CasePlan,
+    flow: CounterFlow,
     retries: &AtomicU64,
     lat: &mut [Samples; 4],
 ) -> anyhow::Result<Issued> {
@@ -835,6 +874,25 @@ async fn counter_once(
         .find(|c| c.unit_code == plan.unit_code && c.state == reg::CaseState::Ready as i32)
         .context("FindCases found no READY case for the unit")?;
     let case_id = case.case_id;
+    if flow == CounterFlow::Combined {
+        let t = Instant::now();
+        let resp = retrying(retries, || {
+            let mut c = client.clone();
+            let req = authed(
+                reg::RegisterTransferAndIssueRequest {
+                    request_id: format!("hand-{case_id}"),
+                    case_id: case_id.clone(),
+                },
+                token,
+            );
+            async move { c.register_transfer_and_issue(req).await }
+        })
+        .await
+        .context("RegisterTransferAndIssue")?
+        .into_inner();
+        lat[2].push(t.elapsed());
+        return issued(resp.certificate, case_id);
+    }
 
     let t = Instant::now();
     retrying(retries, || {
@@ -868,9 +926,12 @@ async fn counter_once(
     .context("IssueCertificate")?
     .into_inner();
     lat[2].push(t.elapsed());
-    let cert = resp
-        .certificate
-        .context("IssueCertificate without certificate")?;
+    issued(resp.certificate, case_id)
+}
+
+/// The certificate a counter call returned, checked against the case it asked for.
+fn issued(cert: Option<reg::Certificate>, case_id: String) -> anyhow::Result<Issued> {
+    let cert = cert.context("reply without certificate")?;
     if cert.case_id != case_id {
         bail!(
             "certificate {} names case {}",

@@ -133,9 +133,12 @@ pub fn ratios(phases: &[Phase], floors: &Floors) -> Vec<Ratio> {
         &floors.pg_counter_row,
         false,
     ));
+    let per_cert = phase(phases, "counters")
+        .and_then(|p| p.detail["rpcs_per_certificate"].as_f64())
+        .unwrap_or(3.0);
     out.extend(ratio(
-        "counter RPCs/s (3 per certificate) ÷ gRPC unary floor",
-        certs * 3.0,
+        &format!("counter RPCs/s ({per_cert} per certificate) ÷ gRPC unary floor"),
+        certs * per_cert,
         "RPCs/s",
         &floors.grpc_unary,
         false,
@@ -144,6 +147,7 @@ pub fn ratios(phases: &[Phase], floors: &Floors) -> Vec<Ratio> {
         "FindCases",
         "RegisterTransfer",
         "IssueCertificate",
+        "RegisterTransferAndIssue",
         "counter_total",
     ] {
         if let Some(l) = lat(phases, "counters", rpc) {

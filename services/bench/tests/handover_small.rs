@@ -5,6 +5,28 @@ use std::{collections::BTreeSet, process::Command};
 
 #[test]
 fn small_handover_day_issues_every_certificate_gap_free() {
+    small_run(
+        "combined",
+        &["FindCases", "RegisterTransferAndIssue", "counter_total"],
+    );
+}
+
+#[test]
+fn small_handover_day_with_separate_transfer_and_issue_calls() {
+    small_run(
+        "separate",
+        &[
+            "FindCases",
+            "RegisterTransfer",
+            "IssueCertificate",
+            "counter_total",
+        ],
+    );
+}
+
+/// Runs the small configuration with one counter flow and checks the report; `rpcs` are the counter
+/// RPCs whose latencies the report must hold, one sample per case.
+fn small_run(flow: &str, rpcs: &[&str]) {
     let dir = std::env::temp_dir().join(format!(
         "tongjiao-bench-test-{}-{}",
         std::process::id(),
@@ -32,6 +54,8 @@ fn small_handover_day_issues_every_certificate_gap_free() {
             "0.2",
             "--floor-rows",
             "200",
+            "--counter-flow",
+            flow,
             "--report",
         ])
         .arg(&report_path)
@@ -102,12 +126,15 @@ fn small_handover_day_issues_every_certificate_gap_free() {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "counters"))
         .expect("counters phase");
     assert_eq!(counters["items"], 50);
-    for rpc in [
-        "FindCases",
-        "RegisterTransfer",
-        "IssueCertificate",
-        "counter_total",
-    ] {
+    assert_eq!(counters["detail"]["counter_flow"], flow);
+    let measured: BTreeSet<&str> = counters["latency"]
+        .as_object()
+        .expect("latencies")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(measured, rpcs.iter().copied().collect());
+    for rpc in rpcs {
         assert_eq!(counters["latency"][rpc]["count"], 50, "{rpc}");
     }
     let big = r["phases"]

@@ -3,7 +3,7 @@ use std::{collections::HashSet, time::Duration};
 
 use prost::Message;
 use sqlx::AssertSqlSafe;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tongjiao_auth::{Claims, Role};
 use tongjiao_domain::{
     Area, CaseEvent, CaseState, CertificateNumber, CoOwnership, CreditCode, ParcelCode, ProjectId,
@@ -23,7 +23,7 @@ use crate::{
     convert::{
         case_proto, co_ownership_from_pb, mask_case, missing_items, project_proto, stored_missing,
     },
-    counter::Job,
+    counter::{Job, Queued},
     engine::{evaluate, snapshot},
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
@@ -83,6 +83,19 @@ fn counter_request(
         request_id.as_str().to_owned(),
         tongjiao_store::payload_digest(&msg.encode_to_vec()),
     ))
+}
+
+/// The caller of a counter write (窗口人员 or 登记员) and its request.
+fn counter_caller<M>(req: Request<M>) -> Result<(Claims, M), ApiError> {
+    let claims = caller(&req)?;
+    require_role(&claims, &[Role::Clerk, Role::Registrar])?;
+    Ok((claims, req.into_inner()))
+}
+
+/// Queues a counter job and waits for the verdict of its batch.
+async fn settle<R>(queue: &mpsc::Sender<Job<R>>, (job, reply): Queued<R>) -> Result<R, ApiError> {
+    queue.send(job).await.map_err(|_| shutting_down())?;
+    reply.await.map_err(|_| shutting_down())?
 }
 
 fn shutting_down() -> ApiError {
@@ -1258,48 +1271,58 @@ impl Registration {
         &self,
         req: Request<pb::RegisterTransferRequest>,
     ) -> Result<pb::RegisterTransferResponse, ApiError> {
-        let claims = caller(&req)?;
-        require_role(&claims, &[Role::Clerk, Role::Registrar])?;
-        let r = req.into_inner();
-        let (request_id, digest) = counter_request(&r.request_id, &r.case_id, &r)?;
-        let (job, reply) = Job::new(
-            claims.clone(),
-            principal(&claims),
-            "RegisterTransfer",
-            request_id,
-            digest,
-            r.case_id,
-        );
-        self.counters
-            .transfer
-            .send(job)
-            .await
-            .map_err(|_| shutting_down())?;
-        reply.await.map_err(|_| shutting_down())?
+        let (claims, r) = counter_caller(req)?;
+        let job = Self::counter_job(claims, "RegisterTransfer", &r, &r.request_id, &r.case_id)?;
+        settle(&self.counters.transfer, job).await
     }
 
     async fn issue_certificate_impl(
         &self,
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<pb::IssueCertificateResponse, ApiError> {
-        let claims = caller(&req)?;
-        require_role(&claims, &[Role::Clerk, Role::Registrar])?;
-        let r = req.into_inner();
-        let (request_id, digest) = counter_request(&r.request_id, &r.case_id, &r)?;
-        let (job, reply) = Job::new(
+        let (claims, r) = counter_caller(req)?;
+        let job = Self::counter_job(claims, "IssueCertificate", &r, &r.request_id, &r.case_id)?;
+        settle(&self.counters.issue, job).await
+    }
+
+    async fn register_transfer_and_issue_impl(
+        &self,
+        req: Request<pb::RegisterTransferAndIssueRequest>,
+    ) -> Result<pb::RegisterTransferAndIssueResponse, ApiError> {
+        let (claims, r) = counter_caller(req)?;
+        let job = Self::counter_job(
+            claims,
+            "RegisterTransferAndIssue",
+            &r,
+            &r.request_id,
+            &r.case_id,
+        )?;
+        // Settled in the issue queue, so it shares the certificate batches and their serial blocks.
+        let (job, reply) = job;
+        let issued = settle(&self.counters.issue, (job.with_transfer_first(), reply)).await?;
+        Ok(pb::RegisterTransferAndIssueResponse {
+            certificate: issued.certificate,
+            case: issued.case,
+        })
+    }
+
+    /// A counter request as a job for its batch queue.
+    fn counter_job<R>(
+        claims: Claims,
+        method: &'static str,
+        msg: &impl Message,
+        request_id: &str,
+        case_id: &str,
+    ) -> Result<Queued<R>, ApiError> {
+        let (request_id, digest) = counter_request(request_id, case_id, msg)?;
+        Ok(Job::new(
             claims.clone(),
             principal(&claims),
-            "IssueCertificate",
+            method,
             request_id,
             digest,
-            r.case_id,
-        );
-        self.counters
-            .issue
-            .send(job)
-            .await
-            .map_err(|_| shutting_down())?;
-        reply.await.map_err(|_| shutting_down())?
+            case_id.to_owned(),
+        ))
     }
 
     async fn get_certificate_impl(
@@ -1470,6 +1493,16 @@ impl RegistrationService for Registration {
         req: Request<pb::IssueCertificateRequest>,
     ) -> Res<pb::IssueCertificateResponse> {
         self.issue_certificate_impl(req)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn register_transfer_and_issue(
+        &self,
+        req: Request<pb::RegisterTransferAndIssueRequest>,
+    ) -> Res<pb::RegisterTransferAndIssueResponse> {
+        self.register_transfer_and_issue_impl(req)
             .await
             .map(Response::new)
             .map_err(Status::from)

@@ -38,8 +38,13 @@ pub struct Job<R> {
     pub claims: Claims,
     pub key: RequestKey,
     pub case_id: String,
+    /// 转移登记 first, in the same transaction (RegisterTransferAndIssue); issue jobs only.
+    pub transfer_first: bool,
     pub reply: oneshot::Sender<Result<R, ApiError>>,
 }
+
+/// A job and the receiver its verdict arrives on.
+pub type Queued<R> = (Job<R>, oneshot::Receiver<Result<R, ApiError>>);
 
 pub type IssueJob = Job<pb::IssueCertificateResponse>;
 pub type TransferJob = Job<pb::RegisterTransferResponse>;
@@ -52,7 +57,7 @@ impl<R> Job<R> {
         request_id: String,
         digest: String,
         case_id: String,
-    ) -> (Self, oneshot::Receiver<Result<R, ApiError>>) {
+    ) -> Queued<R> {
         let (reply, rx) = oneshot::channel();
         (
             Job {
@@ -64,10 +69,17 @@ impl<R> Job<R> {
                     digest,
                 },
                 case_id,
+                transfer_first: false,
                 reply,
             },
             rx,
         )
+    }
+
+    /// The job also records the 转移登记 of a case that is still READY.
+    pub fn with_transfer_first(mut self) -> Self {
+        self.transfer_first = true;
+        self
     }
 }
 
@@ -322,7 +334,11 @@ impl Issuer {
         } = &loaded;
 
         // Judge each request in arrival order; a case can be issued once even if asked twice here.
+        let today = self.engine.clock.today();
+        let now = self.engine.clock.now_ms();
         let mut accepted: Vec<usize> = Vec::new();
+        // The case as 转移登记 left it, for the jobs that recorded it here.
+        let mut transferred: HashMap<usize, CaseRow> = HashMap::new();
         let mut issued_here: HashSet<&str> = HashSet::new();
         for &i in &fresh {
             let job = &jobs[i];
@@ -334,11 +350,26 @@ impl Issuer {
                         "certificate already issued for this case by another counter (该办件已由其他窗口发证)",
                     ));
                 }
-                crate::api::refuse_unless(
-                    case,
-                    CaseState::TransferRegistered,
-                    "certificate issuance (缮证发证)",
-                )?;
+                let after_transfer =
+                    if job.transfer_first && case.state != CaseState::TransferRegistered.as_str() {
+                        Some(transfer_row(
+                            case,
+                            case_buyers,
+                            project,
+                            facts,
+                            today,
+                            now,
+                            "transfer registration and certificate issuance (转移登记并发证)",
+                        )?)
+                    } else {
+                        crate::api::refuse_unless(
+                            case,
+                            CaseState::TransferRegistered,
+                            "certificate issuance (缮证发证)",
+                        )?;
+                        None
+                    };
+                let case = after_transfer.as_ref().unwrap_or(case);
                 let missing = case_missing(&case_facts(case, case_buyers, project, facts));
                 if !missing.is_empty() {
                     return Err(ApiError::precondition(
@@ -346,11 +377,14 @@ impl Issuer {
                         missing,
                     ));
                 }
-                Ok(())
+                Ok(after_transfer)
             })();
             match verdict {
-                Ok(()) => {
+                Ok(after_transfer) => {
                     issued_here.insert(job.case_id.as_str());
+                    if let Some(row) = after_transfer {
+                        transferred.insert(i, row);
+                    }
                     accepted.push(i);
                 }
                 Err(e) => outcomes[i] = Some(Err(e)),
@@ -358,9 +392,7 @@ impl Issuer {
         }
         release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
 
-        let now_dt = self.engine.clock.now();
-        let now = self.engine.clock.now_ms();
-        let year = now_dt.year();
+        let year = self.engine.clock.now().year();
         let kind = CertificateKind::PropertyCertificate;
         // One counter-row update per county reserves the whole block. Taken last among the
         // reads, so the row is held only for the writes and the commit.
@@ -394,8 +426,11 @@ impl Issuer {
         let mut published = Vec::with_capacity(accepted.len());
         for &i in &accepted {
             let job = &jobs[i];
-            let row = &cases[&job.case_id];
+            let row = transferred.get(&i).unwrap_or(&cases[&job.case_id]);
             let project = &projects[&row.project_id];
+            if transferred.contains_key(&i) {
+                log_rows.push(transfer_log(row, &job.key.principal, now));
+            }
             let serial = next_serial
                 .get_mut(&project.county_code)
                 .map(|s| {
@@ -549,42 +584,21 @@ impl Issuer {
                         "transfer registration already recorded by another counter (转移登记已由其他窗口办理)",
                     ));
                 }
-                // Fresh readiness from the register: the mirror may lag a fact or a deadline.
-                let mut row = case.clone();
-                if matches!(row.state.as_str(), "pending" | "ready") {
-                    let e = evaluate(&row, buyers, project, &loaded.facts, today);
-                    row.state = e.state;
-                    row.missing = e.missing;
-                    if let Some(reason) = e.lapsed_reason {
-                        row.lapsed_reason = Some(reason);
-                    }
-                }
-                crate::api::refuse_unless(
-                    &row,
-                    CaseState::Ready,
+                let row = transfer_row(
+                    case,
+                    buyers,
+                    project,
+                    &loaded.facts,
+                    today,
+                    now,
                     "transfer registration (转移登记)",
                 )?;
-                row.state = transition(CaseState::Ready, CaseEvent::TransferRegistered)
-                    .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
-                    .as_str()
-                    .to_owned();
-                row.missing = String::new();
-                row.version += 1;
-                row.transfer_registered_at_ms = Some(now);
-                row.updated_at_ms = now;
                 Ok((row, buyers))
             })();
             match verdict {
                 Ok((row, buyers)) => {
                     done_here.insert(job.case_id.as_str());
-                    log_rows.push(vec![
-                        Val::Text(row.case_id.clone()),
-                        Val::Int(row.version),
-                        Val::Text(row.state.clone()),
-                        Val::Text(job.key.principal.clone()),
-                        Val::Text("transfer registration recorded (转移登记登簿)".to_owned()),
-                        Val::Int(now),
-                    ]);
+                    log_rows.push(transfer_log(&row, &job.key.principal, now));
                     case_rows.push(rows::case_values(&row));
                     let case = case_proto(&row, buyers);
                     let reply = pb::RegisterTransferResponse {
@@ -616,6 +630,50 @@ impl Issuer {
         }
         Ok((fan_out(&outcomes, &follows), published))
     }
+}
+
+/// The case after its 转移登记: readiness is re-evaluated from the register first (the mirror may lag
+/// a fact or a deadline), and only a READY case moves on.
+fn transfer_row(
+    case: &CaseRow,
+    buyers: &[BuyerRow],
+    project: &ProjectRow,
+    facts: &rows::UnitFacts,
+    today: time::Date,
+    now: i64,
+    action: &str,
+) -> Result<CaseRow, ApiError> {
+    let mut row = case.clone();
+    if matches!(row.state.as_str(), "pending" | "ready") {
+        let e = evaluate(&row, buyers, project, facts, today);
+        row.state = e.state;
+        row.missing = e.missing;
+        if let Some(reason) = e.lapsed_reason {
+            row.lapsed_reason = Some(reason);
+        }
+    }
+    crate::api::refuse_unless(&row, CaseState::Ready, action)?;
+    row.state = transition(CaseState::Ready, CaseEvent::TransferRegistered)
+        .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?
+        .as_str()
+        .to_owned();
+    row.missing = String::new();
+    row.version += 1;
+    row.transfer_registered_at_ms = Some(now);
+    row.updated_at_ms = now;
+    Ok(row)
+}
+
+/// The case-log entry of a 转移登记.
+fn transfer_log(row: &CaseRow, principal: &str, now: i64) -> Vec<Val> {
+    vec![
+        Val::Text(row.case_id.clone()),
+        Val::Int(row.version),
+        Val::Text(row.state.clone()),
+        Val::Text(principal.to_owned()),
+        Val::Text("transfer registration recorded (转移登记登簿)".to_owned()),
+        Val::Int(now),
+    ]
 }
 
 /// Writes the batch's rows and the replies under their request ids in one round trip, commits,
