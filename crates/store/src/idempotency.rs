@@ -19,12 +19,10 @@ pub enum Claim {
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     claim_sql: String,
-    claim_many_prefix: String,
     complete_many_head: String,
     get_sql: String,
     complete_sql: String,
     release_sql: String,
-    release_many_sql: String,
     get_many_sql: String,
 }
 
@@ -41,9 +39,6 @@ impl Idempotency {
                 "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
             ),
-            claim_many_prefix: format!(
-                "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms)"
-            ),
             complete_many_head: format!(
                 "INSERT INTO {s}.requests (principal, request_id, method, payload_sha256, created_at_ms, response)"
             ),
@@ -51,10 +46,6 @@ impl Idempotency {
                 "DELETE FROM {s}.requests WHERE principal = $1 AND request_id = $2 AND response IS NULL"
             ),
             // Composite keys as two parallel arrays: one statement for a whole batch.
-            release_many_sql: format!(
-                "DELETE FROM {s}.requests r USING unnest($1::text[], $2::text[]) AS k(principal, request_id) \
-                 WHERE r.principal = k.principal AND r.request_id = k.request_id AND r.response IS NULL"
-            ),
             get_many_sql: format!(
                 "SELECT r.principal, r.request_id, r.method, r.payload_sha256, r.response FROM {s}.requests r \
                  JOIN unnest($1::text[], $2::text[]) AS k(principal, request_id) \
@@ -124,7 +115,7 @@ impl Idempotency {
     }
 }
 
-/// One request of a group claimed together (see [`Idempotency::claim_many`]).
+/// One request of a group settled together (see [`Idempotency::seen_many`]).
 #[derive(Debug, Clone)]
 pub struct RequestKey {
     pub principal: String,
@@ -134,51 +125,32 @@ pub struct RequestKey {
 }
 
 impl Idempotency {
-    /// Claims many requests in one statement. Keys must be distinct (callers merge retries that
-    /// arrive together). Returns, per key, `Ok(New)`, `Ok(Replay)` or the reuse error.
-    pub async fn claim_many(
+    /// What each of a group of requests was, if it was seen before: `None` for a new request,
+    /// `Some(Ok(reply))` for a retry, `Some(Err(RequestIdReused))` for an id reused with another
+    /// payload. Writes nothing: the new requests are recorded with their replies by
+    /// [`Idempotency::completion`], in the same transaction.
+    ///
+    /// For requests settled in batches under row locks (the counter). Call it after taking the locks
+    /// that serialise the requests' subjects: a concurrent duplicate has then either committed, and
+    /// is seen here, or waits for us; a key raced in by another subject makes the completion insert
+    /// fail on the primary key, so the batch rolls back and nothing is applied twice.
+    pub async fn seen_many(
         &self,
         tx: &mut Tx<'_>,
         keys: &[RequestKey],
-    ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
-        let mut out: Vec<Option<Result<Claim, StoreError>>> =
+    ) -> Result<Vec<Option<Result<Vec<u8>, StoreError>>>, StoreError> {
+        let mut out: Vec<Option<Result<Vec<u8>, StoreError>>> =
             (0..keys.len()).map(|_| None).collect();
-        let now = now_ms();
-        let mut rows = crate::Rows::with_capacity(5, keys.len());
-        for k in keys {
-            rows.push([
-                Val::Text(k.principal.clone()),
-                Val::Text(k.request_id.clone()),
-                Val::Text(k.method.to_owned()),
-                Val::Text(k.digest.clone()),
-                Val::Int(now),
-            ]);
-        }
         let position: HashMap<(&str, &str), usize> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| ((k.principal.as_str(), k.request_id.as_str()), i))
             .collect();
-        let inserted: Vec<(String, String)> = crate::bulk::insert_returning(
-            tx,
-            &self.claim_many_prefix,
-            &rows,
-            " ON CONFLICT DO NOTHING RETURNING principal, request_id",
-        )
-        .await?;
-        for (principal, request_id) in &inserted {
-            if let Some(&i) = position.get(&(principal.as_str(), request_id.as_str())) {
-                out[i] = Some(Ok(Claim::New));
-            }
-        }
-        // The rest were seen before: replay or refuse each.
-        let seen: Vec<(&str, &str)> = keys
+        let wanted: Vec<(&str, &str)> = keys
             .iter()
-            .zip(&out)
-            .filter(|(_, o)| o.is_none())
-            .map(|(k, _)| (k.principal.as_str(), k.request_id.as_str()))
+            .map(|k| (k.principal.as_str(), k.request_id.as_str()))
             .collect();
-        for (principal, request_id, method, digest, response) in self.stored(tx, &seen).await? {
+        for (principal, request_id, method, digest, response) in self.stored(tx, &wanted).await? {
             let Some(&i) = position.get(&(principal.as_str(), request_id.as_str())) else {
                 continue;
             };
@@ -188,18 +160,15 @@ impl Idempotency {
                     request_id: k.request_id.clone(),
                 })
             } else {
-                response.map(Claim::Replay).ok_or_else(|| {
+                response.ok_or_else(|| {
                     StoreError::Corrupt(format!("request {} has no stored reply", k.request_id))
                 })
             });
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("unclaimed request".into()))))
-            .collect())
+        Ok(out)
     }
 
-    /// The replies of claimed requests as rows for [`Idempotency::completion`].
+    /// The replies of new requests as rows for [`Idempotency::completion`].
     pub fn completion_rows(&self, done: Vec<(RequestKey, Vec<u8>)>) -> crate::Rows {
         let now = now_ms();
         let mut rows = crate::Rows::with_capacity(6, done.len());
@@ -216,13 +185,13 @@ impl Idempotency {
         rows
     }
 
-    /// Stores replies (an upsert on the claimed rows), as one part of a caller's
-    /// [`crate::bulk::insert_all`].
+    /// Records new requests with their replies (see [`Idempotency::seen_many`]), as one part of a
+    /// caller's [`crate::bulk::insert_all`]. A plain insert: a key recorded meanwhile fails it.
     pub fn completion<'a>(&'a self, rows: &'a crate::Rows) -> crate::bulk::Insert<'a> {
         crate::bulk::Insert {
             head: &self.complete_many_head,
             rows,
-            tail: " ON CONFLICT (principal, request_id) DO UPDATE SET response = excluded.response",
+            tail: "",
         }
     }
 
@@ -241,32 +210,7 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Forgets the claims of many refused requests (see [`Idempotency::release`]) in one statement
-    /// on PostgreSQL: the caller holds its batch's locks while it waits.
-    pub async fn release_many(
-        &self,
-        tx: &mut Tx<'_>,
-        keys: &[(&str, &str)],
-    ) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        if !crate::bulk::is_postgres(tx) {
-            for (principal, request_id) in keys {
-                self.release(tx, principal, request_id).await?;
-            }
-            return Ok(());
-        }
-        let (principals, request_ids) = split_keys(keys);
-        sqlx::query(AssertSqlSafe(self.release_many_sql.clone()))
-            .bind(principals)
-            .bind(request_ids)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// The stored (principal, request_id, method, digest, reply) of requests seen before.
+    /// The stored (principal, request_id, method, digest, reply) of those of `keys` seen before.
     async fn stored(
         &self,
         tx: &mut Tx<'_>,
@@ -285,12 +229,15 @@ impl Idempotency {
         }
         let mut out = Vec::with_capacity(keys.len());
         for (principal, request_id) in keys {
-            let (method, digest, response): (String, String, Option<Vec<u8>>) =
+            let row: Option<(String, String, Option<Vec<u8>>)> =
                 sqlx::query_as(AssertSqlSafe(self.get_sql.clone()))
                     .bind(*principal)
                     .bind(*request_id)
-                    .fetch_one(&mut **tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
+            let Some((method, digest, response)) = row else {
+                continue;
+            };
             out.push((
                 (*principal).to_owned(),
                 (*request_id).to_owned(),

@@ -261,3 +261,19 @@ proptest! {
         });
     }
 }
+
+/// Bulk statements are planned once per connection (generic plans), not once per execution.
+#[tokio::test]
+async fn postgres_connections_keep_generic_plans() {
+    let db = postgres().await;
+    let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+        .fetch_one(db.pool())
+        .await
+        .expect("show plan_cache_mode");
+    assert_eq!(mode, "force_generic_plan");
+    // A look-up planned for one key still answers for thousands, and the other way round.
+    make_tables(&db).await;
+    let keys: Vec<String> = (0..3_000).map(|i| format!("key-{i:04}")).collect();
+    round_trip(&db, &keys).await;
+    round_trip(&db, &keys[..1]).await;
+}

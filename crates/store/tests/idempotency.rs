@@ -1,5 +1,5 @@
-//! Request records claimed, replayed and released in batches, on both backends.
-use tongjiao_store::{Claim, Db, Idempotency, RequestKey, Schema, StoreError, sqlx};
+//! Request records looked up, recorded and replayed in batches, on both backends.
+use tongjiao_store::{Db, Idempotency, RequestKey, Schema, StoreError, sqlx};
 
 fn key(principal: &str, request_id: &str, digest: &str) -> RequestKey {
     RequestKey {
@@ -10,7 +10,7 @@ fn key(principal: &str, request_id: &str, digest: &str) -> RequestKey {
     }
 }
 
-async fn batches_claim_replay_refuse_and_release(db: &Db) {
+async fn batches_record_replay_and_refuse(db: &Db) {
     db.migrate(
         Schema::Survey,
         &sqlx::migrate::Migrator::with_migrations(Vec::new()),
@@ -24,13 +24,10 @@ async fn batches_claim_replay_refuse_and_release(db: &Db) {
         key("clerk-1", "r3", "d3"),
     ];
 
-    // Claim all three; complete r1 and r2 with replies, refuse r3 (release it).
+    // All three are new; r1 and r2 are settled with replies, r3 is refused (nothing recorded).
     let mut tx = db.begin().await.expect("begin");
-    let claims = idem.claim_many(&mut tx, &first).await.expect("claim");
-    assert!(
-        claims.iter().all(|c| matches!(c, Ok(Claim::New))),
-        "{claims:?}"
-    );
+    let seen = idem.seen_many(&mut tx, &first).await.expect("look up");
+    assert!(seen.iter().all(Option::is_none), "{seen:?}");
     let rows = idem.completion_rows(vec![
         (first[0].clone(), b"reply-1".to_vec()),
         (first[1].clone(), b"reply-2".to_vec()),
@@ -38,9 +35,6 @@ async fn batches_claim_replay_refuse_and_release(db: &Db) {
     tongjiao_store::bulk::insert_all(&mut tx, &[idem.completion(&rows)])
         .await
         .expect("store replies");
-    idem.release_many(&mut tx, &[("clerk-1", "r3")])
-        .await
-        .expect("release");
     tx.commit().await.expect("commit");
 
     // A second batch: r1 replays, r2 under another payload is refused, r3 is new again, and the
@@ -52,38 +46,56 @@ async fn batches_claim_replay_refuse_and_release(db: &Db) {
         key("clerk-2", "r1", "d1"),
     ];
     let mut tx = db.begin().await.expect("begin");
-    let claims = idem
-        .claim_many(&mut tx, &second)
+    let seen = idem
+        .seen_many(&mut tx, &second)
         .await
-        .expect("claim again");
+        .expect("look up again");
     tx.rollback().await.expect("rollback");
     assert!(
-        matches!(&claims[0], Ok(Claim::Replay(r)) if r == b"reply-1"),
+        matches!(&seen[0], Some(Ok(r)) if r == b"reply-1"),
         "{:?}",
-        claims[0]
+        seen[0]
     );
     assert!(
-        matches!(&claims[1], Err(StoreError::RequestIdReused { request_id }) if request_id == "r2"),
+        matches!(&seen[1], Some(Err(StoreError::RequestIdReused { request_id })) if request_id == "r2"),
         "{:?}",
-        claims[1]
+        seen[1]
     );
-    assert!(matches!(claims[2], Ok(Claim::New)), "{:?}", claims[2]);
-    assert!(matches!(claims[3], Ok(Claim::New)), "{:?}", claims[3]);
+    assert!(seen[2].is_none(), "{:?}", seen[2]);
+    assert!(seen[3].is_none(), "{:?}", seen[3]);
+
+    // Recording a request id a second time fails the statement: a batch that raced another one
+    // for the same id rolls back instead of applying the request twice.
+    let mut tx = db.begin().await.expect("begin");
+    let rows = idem.completion_rows(vec![(first[0].clone(), b"reply-again".to_vec())]);
+    let err = tongjiao_store::bulk::insert_all(&mut tx, &[idem.completion(&rows)])
+        .await
+        .expect_err("second record of r1");
+    assert!(err.is_unique_violation(), "{err:?}");
+    tx.rollback().await.expect("rollback");
+    let mut tx = db.begin().await.expect("begin");
+    let seen = idem.seen_many(&mut tx, &first[..1]).await.expect("look up");
+    tx.rollback().await.expect("rollback");
+    assert!(
+        matches!(&seen[0], Some(Ok(r)) if r == b"reply-1"),
+        "the first reply stands: {:?}",
+        seen[0]
+    );
 }
 
 #[tokio::test]
-async fn batch_claims_on_postgres() {
+async fn batch_request_records_on_postgres() {
     let url = tongjiao_testkit::fresh_database().await;
     let db = Db::connect(&url, 2).await.expect("connect PostgreSQL");
-    batches_claim_replay_refuse_and_release(&db).await;
+    batches_record_replay_and_refuse(&db).await;
 }
 
 #[tokio::test]
-async fn batch_claims_on_sqlite() {
+async fn batch_request_records_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("tj-idem-{}", uuid::Uuid::new_v4().simple()));
     let db = Db::connect(&format!("sqlite://{}", dir.join("idem.db").display()), 1)
         .await
         .expect("open SQLite");
-    batches_claim_replay_refuse_and_release(&db).await;
+    batches_record_replay_and_refuse(&db).await;
     let _ = std::fs::remove_dir_all(dir);
 }

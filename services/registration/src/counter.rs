@@ -1,7 +1,9 @@
-//! The counter's writes with group commit (合并提交). RegisterTransfer and IssueCertificate calls
-//! queue here; a worker per kind takes every request waiting and settles them in ONE transaction:
-//! claims the request ids, locks the cases in one order, re-checks each against the register, writes
-//! cases, log and replies with multi-row statements, and commits. For certificates it also reserves
+//! The counter's writes with group commit (合并提交). RegisterTransfer, IssueCertificate and
+//! RegisterTransferAndIssue calls queue here; a worker per queue takes every request waiting and
+//! settles them in ONE transaction: locks the cases in one order, looks the request ids up (retries
+//! get their stored reply), re-checks each case against the register, writes cases, log, and the new
+//! request ids with their replies with multi-row statements, and commits. A request id is written
+//! once, with its reply: no claim row first, because the case locks already serialise duplicates. For certificates it also reserves
 //! a block of consecutive serials per county with one counter-row update, so the counter row is
 //! locked once per batch instead of once per certificate: numbering stays gap-free and exactly-once
 //! while throughput scales with the batch.
@@ -20,7 +22,7 @@ use tongjiao_domain::{
 use tongjiao_proto::registration as pb;
 use tongjiao_server::{ApiError, timestamp_ms};
 use tongjiao_store::{
-    Claim, Db, Idempotency, RequestKey, Rows, StoreError, Tx,
+    Db, Idempotency, RequestKey, Rows, StoreError, Tx,
     bulk::{self, Insert},
 };
 
@@ -144,9 +146,10 @@ fn leaders<R>(jobs: &[Job<R>]) -> (Vec<usize>, Vec<Option<usize>>) {
     (leaders, follows)
 }
 
-/// Claims the leaders' request ids; fills the replays and refusals in `outcomes` and returns the
-/// new requests.
-async fn claim<R: Message + Default>(
+/// Sorts the leaders into new requests and retries of requests settled before (their stored
+/// replies, or the reuse refusal, go to `outcomes`). Runs with the batch's cases locked, so a
+/// duplicate settled by another replica has committed by now and is seen.
+async fn judge_seen<R: Message + Default>(
     idem: &Idempotency,
     tx: &mut Tx<'_>,
     jobs: &[Job<R>],
@@ -154,42 +157,21 @@ async fn claim<R: Message + Default>(
     outcomes: &mut [Option<Outcome<R>>],
 ) -> Result<Vec<usize>, StoreError> {
     let keys: Vec<RequestKey> = leaders.iter().map(|&i| jobs[i].key.clone()).collect();
-    let claims = idem.claim_many(tx, &keys).await?;
+    let seen = idem.seen_many(tx, &keys).await?;
     let mut fresh = Vec::new();
-    for (&i, claim) in leaders.iter().zip(claims) {
-        match claim {
-            Ok(Claim::New) => fresh.push(i),
-            Ok(Claim::Replay(bytes)) => {
+    for (&i, seen) in leaders.iter().zip(seen) {
+        match seen {
+            None => fresh.push(i),
+            Some(Ok(bytes)) => {
                 outcomes[i] =
                     Some(R::decode(bytes.as_slice()).map_err(|e| {
                         ApiError::internal(format!("stored reply does not decode: {e}"))
                     }));
             }
-            Err(e) => outcomes[i] = Some(Err(ApiError::from(e))),
+            Some(Err(e)) => outcomes[i] = Some(Err(ApiError::from(e))),
         }
     }
     Ok(fresh)
-}
-
-/// Refused requests leave no claim behind: their retry is judged afresh.
-async fn release_refused<R>(
-    idem: &Idempotency,
-    tx: &mut Tx<'_>,
-    jobs: &[Job<R>],
-    fresh: &[usize],
-    outcomes: &[Option<Outcome<R>>],
-) -> Result<(), StoreError> {
-    let refused: Vec<(&str, &str)> = fresh
-        .iter()
-        .filter(|&&i| outcomes[i].is_some())
-        .map(|&i| {
-            (
-                jobs[i].key.principal.as_str(),
-                jobs[i].key.request_id.as_str(),
-            )
-        })
-        .collect();
-    idem.release_many(tx, &refused).await
 }
 
 /// Everything the register knows about the cases of a batch, with the cases locked.
@@ -205,11 +187,11 @@ async fn load<R>(
     db: &Db,
     tx: &mut Tx<'_>,
     jobs: &[Job<R>],
-    fresh: &[usize],
+    leaders: &[usize],
     with_units: bool,
 ) -> Result<Loaded, StoreError> {
     // Lock the cases in one order, so two replicas' batches never deadlock.
-    let mut case_ids: Vec<String> = fresh.iter().map(|&i| jobs[i].case_id.clone()).collect();
+    let mut case_ids: Vec<String> = leaders.iter().map(|&i| jobs[i].case_id.clone()).collect();
     case_ids.sort();
     case_ids.dedup();
     let prefix = format!("SELECT {CASE_COLUMNS} FROM registration.cases WHERE case_id");
@@ -323,8 +305,8 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let fresh = claim(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
-        let loaded = load(db, &mut tx, jobs, &fresh, true).await?;
+        let loaded = load(db, &mut tx, jobs, &leaders, true).await?;
+        let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let Loaded {
             cases,
             projects,
@@ -390,7 +372,6 @@ impl Issuer {
                 Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
-        release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
 
         let year = self.engine.clock.now().year();
         let kind = CertificateKind::PropertyCertificate;
@@ -565,8 +546,8 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let fresh = claim(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
-        let loaded = load(db, &mut tx, jobs, &fresh, false).await?;
+        let loaded = load(db, &mut tx, jobs, &leaders, false).await?;
+        let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let today = self.engine.clock.today();
         let now = self.engine.clock.now_ms();
         let mut done_here: HashSet<&str> = HashSet::new();
@@ -610,7 +591,6 @@ impl Issuer {
                 Err(e) => outcomes[i] = Some(Err(e)),
             }
         }
-        release_refused(&self.idem, &mut tx, jobs, &fresh, &outcomes).await?;
         let (cases, log) = (Rows::from(case_rows), Rows::from(log_rows));
         let done = replies.len();
         finish(
