@@ -92,9 +92,9 @@ impl Db {
                     Box::pin(async move {
                         // Our statements are key look-ups and array inserts whose best plan does
                         // not depend on the values. A custom plan per execution re-plans every
-                        // bulk statement and parses its array literals twice (the planner
-                        // evaluates them to estimate UNNEST's rows): measured at 30 % of
-                        // PostgreSQL's CPU on the counter path (README, Performance).
+                        // bulk statement and parses its array literals once more (the planner
+                        // evaluates them to estimate UNNEST's rows); planning was about 12 % of
+                        // PostgreSQL's CPU in a profile of the handover benchmark.
                         conn.execute("SET plan_cache_mode = force_generic_plan")
                             .await?;
                         Ok(())
