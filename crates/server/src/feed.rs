@@ -7,7 +7,8 @@ use tonic::Status;
 
 pub type FeedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-const PAGE: i64 = 500;
+/// Events read per query and buffered per subscriber: enough to fill a follower's batch.
+const PAGE: i64 = 2000;
 /// Another process may commit to the same log (several replicas); poll at least this often.
 const POLL: Duration = Duration::from_millis(250);
 
