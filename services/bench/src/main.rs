@@ -558,6 +558,7 @@ async fn measure(
         batch_ids: Vec::new(),
         issued: Vec::new(),
         tax_acks: serde_json::Value::Null,
+        held_events: Vec::new(),
     };
     eprintln!("phases:");
     suite.upload_tables(&project, &big).await?;
@@ -568,6 +569,7 @@ async fn measure(
         .date();
     suite.submit_batches(&project, today).await?;
     suite.tax_feed(&project).await?;
+    suite.readiness_single().await?;
     suite.readiness_lookups(&project).await?;
     let all_ready = suite
         .phases

@@ -115,6 +115,7 @@ fn small_run(flow: &str, rpcs: &[&str]) {
         "handover_batch",
         "tax_feed",
         "readiness_visible",
+        "readiness_single",
         "readiness_lookups",
         "counters",
     ]
@@ -137,6 +138,12 @@ fn small_run(flow: &str, rpcs: &[&str]) {
     for rpc in rpcs {
         assert_eq!(counters["latency"][rpc]["count"], 50, "{rpc}");
     }
+    let single = r["phases"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "readiness_single"))
+        .expect("single-event readiness phase");
+    assert_eq!(single["items"], 5, "a tenth of 50 cases");
+    assert_eq!(single["latency"]["ready_after_ack"]["count"], 5);
     let big = r["phases"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == "big_table_upload"))
