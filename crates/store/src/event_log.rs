@@ -33,6 +33,7 @@ pub struct EventLog {
     reserve_sql: String,
     read_sql: String,
     head_sql: String,
+    lock_sql: String,
     insert_head: String,
     committed: Arc<watch::Sender<i64>>,
 }
@@ -51,6 +52,7 @@ impl EventLog {
                  WHERE sequence > $1 ORDER BY sequence LIMIT $2"
             ),
             head_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1"),
+            lock_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1 FOR UPDATE"),
             insert_head: format!(
                 "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms)"
             ),
@@ -60,6 +62,19 @@ impl EventLog {
 
     pub fn schema(&self) -> Schema {
         self.schema
+    }
+
+    /// Takes the feed head's lock now rather than at [`EventLog::append`]: the caller's transaction
+    /// then runs alone among the log's writers, so what it reads afterwards (for example which event
+    /// ids are already recorded) cannot be changed by a concurrent writer before it commits. SQLite
+    /// has one writer at a time anyway.
+    pub async fn lock(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        if crate::bulk::is_postgres(tx) {
+            sqlx::query(AssertSqlSafe(self.lock_sql.clone()))
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Appends events inside the caller's transaction and returns their sequences. Call it last

@@ -1,14 +1,18 @@
 //! The completion feed's write path (完税推送入库). One batch = one transaction:
-//! 1. SELECT the batch's event ids in `tax.received`: those are DUPLICATE (same digest) or REJECTED
+//! 1. take the feed head's lock, so batches of concurrent streams (and replicas) apply one at a time;
+//! 2. SELECT the batch's event ids in `tax.received`: those are DUPLICATE (same digest) or REJECTED
 //!    (different digest), nothing written for them;
-//! 2. one INSERT per table of the new facts (each table in event-id order);
-//! 3. one `EventLog::append` for all new events (takes the feed head's lock);
-//! 4. one INSERT of the new ids into `tax.received` with their digest and sequence;
-//! 5. commit, notify followers, and only then build the acks, one per request, in arrival order.
+//! 3. one INSERT per table of the new facts (each table in event-id order);
+//! 4. one `EventLog::append` for all new events;
+//! 5. one INSERT of the new ids into `tax.received` with their digest and sequence;
+//! 6. commit, notify followers, and only then build the acks, one per request, in arrival order.
 //!
-//! Two streams delivering the same new event at once: the second waits on the first's fact row,
-//! then fails on the key; the whole attempt is rolled back and retried, and the retry's SELECT sees the
-//! event as recorded. Nothing is acknowledged from an attempt that did not commit.
+//! Two streams delivering the same new event at once: the second batch waits for the head lock,
+//! and its SELECT (a new snapshot) then sees the event as recorded. Before the lock came first, the
+//! second batch failed on the key and retried, and replays of one feed over several streams could
+//! run out of attempts (many_streams_replaying_overlapping_feeds_are_all_acknowledged). A key
+//! conflict can still only come from a writer that ignores the lock; the attempt is then rolled back
+//! and retried. Nothing is acknowledged from an attempt that did not commit.
 use std::collections::HashMap;
 
 use prost::Message;
@@ -106,6 +110,7 @@ impl TaxStatus {
         }
 
         let mut tx = self.db.begin().await?;
+        self.log.lock(&mut tx).await?;
         let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
         let rows: Vec<(String, String, i64)> = bulk::fetch_in(
             &mut tx,
@@ -184,9 +189,8 @@ impl TaxStatus {
         Ok(known)
     }
 
-    /// Records the new event ids with their content digest and feed sequence. Runs after the feed
-    /// append, so under the feed head's lock: a conflicting row can only be one already committed,
-    /// which fails the attempt at once (no waiting) and the retry sees it as known.
+    /// Records the new event ids with their content digest and feed sequence, under the feed head's
+    /// lock taken at the start of the batch.
     async fn record_received(
         &self,
         tx: &mut Tx<'_>,
@@ -214,9 +218,8 @@ impl TaxStatus {
         Ok(())
     }
 
-    /// Inserts the facts, each table's rows in event-id order: two streams writing the same new ids
-    /// lock them in the same order, so one waits for the other (then fails on the key and retries)
-    /// instead of deadlocking.
+    /// Inserts the facts, each table's rows in event-id order (a writer that bypassed the head lock
+    /// would wait on the same keys in the same order rather than deadlock).
     async fn insert_facts(
         &self,
         tx: &mut Tx<'_>,

@@ -1144,6 +1144,43 @@ async fn concurrent_streams_record_each_event_once() {
     assert_eq!(env.written().await, vec![2000, 2000, 0, 0, 0, 2000, 2000]);
 }
 
+#[tokio::test]
+async fn many_streams_replaying_overlapping_feeds_are_all_acknowledged() {
+    // Six replays of one feed at once, each in its own order: every batch of every stream shares
+    // event ids with batches of the others. None may be told to resend.
+    let env = start().await;
+    let events: Vec<PushCompletionsRequest> = (0..3000u32)
+        .map(|i| deed(&format!("M-{i}"), &unit(i), &resident(i), 100, "V"))
+        .collect();
+    let replays: Vec<Vec<PushCompletionsRequest>> = (0..6u64)
+        .map(|k| {
+            let mut v = events.clone();
+            // A different deterministic order per stream (Fisher-Yates with an LCG).
+            let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for i in (1..v.len()).rev() {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                v.swap(i, (x >> 33) as usize % (i + 1));
+            }
+            v
+        })
+        .collect();
+    let pushes = replays.into_iter().map(|r| env.push(r));
+    let results = futures::future::join_all(pushes).await;
+    let mut accepted = 0;
+    let mut seq_of: HashMap<String, u64> = HashMap::new();
+    for ack in results.iter().flatten() {
+        if status(ack) == AckStatus::Accepted {
+            accepted += 1;
+        }
+        let seq = *seq_of.entry(ack.event_id.clone()).or_insert(ack.sequence);
+        assert_eq!(seq, ack.sequence, "{} has one sequence", ack.event_id);
+    }
+    assert_eq!(accepted, 3000, "each event accepted exactly once");
+    assert_eq!(env.written().await, vec![3000, 3000, 0, 0, 0, 3000, 3000]);
+}
+
 // === roles, tokens, masking ===
 
 #[tokio::test]
