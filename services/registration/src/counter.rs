@@ -35,6 +35,8 @@ use crate::{
 
 /// Requests settled in one transaction at most.
 const MAX_BATCH: usize = 256;
+/// Longest a small batch waits for the rest of its group (see `gather`).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
 /// One counter request waiting for its batch.
 pub struct Job<R> {
     pub claims: Claims,
@@ -105,18 +107,18 @@ pub fn spawn(issuer: Issuer) -> Counters {
     let (transfer, mut transfer_rx) = mpsc::channel::<TransferJob>(4 * MAX_BATCH);
     let me = issuer.clone();
     tokio::spawn(async move {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while issue_rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            let batch = std::mem::take(&mut jobs);
+        let mut last = 0;
+        while let Some(batch) = gather(&mut issue_rx, last).await {
+            last = batch.len();
             let settled = me.try_settle(&batch).await;
             me.reply(batch, settled, "certificate issuance (发证)")
                 .await;
         }
     });
     tokio::spawn(async move {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while transfer_rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            let batch = std::mem::take(&mut jobs);
+        let mut last = 0;
+        while let Some(batch) = gather(&mut transfer_rx, last).await {
+            last = batch.len();
             let settled = issuer.try_transfer(&batch).await;
             issuer
                 .reply(batch, settled, "transfer registration (转移登记)")
@@ -124,6 +126,31 @@ pub fn spawn(issuer: Issuer) -> Counters {
         }
     });
     Counters { issue, transfer }
+}
+
+/// The next batch: every job waiting, at least one; `None` once the queue is closed and empty.
+///
+/// Group commit with a short linger (like PostgreSQL's commit_delay): the callers of a large batch
+/// come back within a few milliseconds with their next request, so when only a handful arrived
+/// while that batch ran, settling them alone would spend a whole transaction on a few jobs and make
+/// the large group wait behind it. Then the worker waits up to `LINGER` for the group to reach
+/// half the previous batch. A lone caller (the previous batch was small) never waits.
+async fn gather<J>(queue: &mut mpsc::Receiver<J>, last: usize) -> Option<Vec<J>> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        return None;
+    }
+    if batch.len() * 4 < last {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() * 2 < last && batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, queue.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+    Some(batch)
 }
 
 type Outcome<R> = Result<R, ApiError>;
@@ -679,4 +706,61 @@ async fn finish<R: Message, const N: usize>(
         outcomes[i] = Some(Ok(reply));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(n: usize) -> (mpsc::Sender<usize>, mpsc::Receiver<usize>) {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
+        for i in 0..n {
+            tx.try_send(i).expect("room");
+        }
+        (tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_is_taken_at_once() {
+        let (_tx, mut rx) = queue(1);
+        let t = tokio::time::Instant::now();
+        assert_eq!(gather(&mut rx, 1).await, Some(vec![0]));
+        assert_eq!(t.elapsed(), std::time::Duration::ZERO, "no linger");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_remainder_waits_for_the_rest_of_a_large_group() {
+        let (tx, mut rx) = queue(5);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            for i in 5..40 {
+                tx.send(i).await.expect("open");
+            }
+        });
+        let batch = gather(&mut rx, 60).await.expect("batch");
+        assert_eq!(batch, (0..40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_linger_is_bounded() {
+        let (_tx, mut rx) = queue(5);
+        let t = tokio::time::Instant::now();
+        assert_eq!(gather(&mut rx, 60).await, Some((0..5).collect()));
+        assert_eq!(t.elapsed(), LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_empty_queue_ends_the_worker() {
+        let (tx, mut rx) = queue(2);
+        drop(tx);
+        assert_eq!(gather(&mut rx, 0).await, Some(vec![0, 1]));
+        assert_eq!(gather(&mut rx, 2).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_never_exceeds_its_limit() {
+        let (_tx, mut rx) = queue(MAX_BATCH + 10);
+        let batch = gather(&mut rx, MAX_BATCH * 4).await.expect("batch");
+        assert_eq!(batch.len(), MAX_BATCH);
+    }
 }
