@@ -232,7 +232,28 @@ async fn a_project_goes_from_building_table_to_every_certificate() {
         assert_eq!(cert.right_type, "国有建设用地使用权/房屋所有权");
         assert_eq!(cert.right_nature, "出让/市场化商品房");
         assert_eq!(cert.usage, "城镇住宅用地/住宅");
-        assert!(cert.area.contains("房屋建筑面积"), "{cert:?}");
+        // The unit's measured data as the building table gave it (Scenario::building_table).
+        let seq = c
+            .unit_code
+            .parse::<tongjiao_domain::UnitCode>()
+            .ok()
+            .and_then(|u| u.unit_seq())
+            .expect("house unit");
+        let (floor, internal, shared) = (1 + (seq - 1) / 2, 8_500 + seq * 10, 1_961);
+        let sqm = |centi: u32| format!("{}.{:02}", centi / 100, centi % 100);
+        assert!(
+            cert.area
+                .ends_with(&format!("/房屋建筑面积{}㎡", sqm(internal + shared))),
+            "{cert:?}"
+        );
+        assert_eq!(
+            cert.other_info,
+            format!(
+                "房屋结构：钢筋混凝土结构\n专有建筑面积：{}㎡，分摊建筑面积：{}㎡\n房屋总层数：18层，房屋所在层：{floor}层",
+                sqm(internal),
+                sqm(shared)
+            )
+        );
         assert!(
             cert.term_of_use
                 .contains("2020年01月01日起2090年12月31日止"),

@@ -22,7 +22,7 @@ use tongjiao_domain::{
 use tongjiao_proto::registration as pb;
 use tongjiao_server::{ApiError, timestamp_ms};
 use tongjiao_store::{
-    Db, Idempotency, RequestKey, Rows, StoreError, Tx,
+    Idempotency, RequestKey, Rows, StoreError, Tx,
     bulk::{self, Insert},
 };
 
@@ -30,7 +30,7 @@ use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
     engine::{Engine, case_facts, case_writes, evaluate, land_parcels},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, UnitRow, Val},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val},
 };
 
 /// Requests settled in one transaction at most.
@@ -207,16 +207,15 @@ struct Loaded {
     projects: HashMap<String, ProjectRow>,
     buyers: HashMap<String, Vec<BuyerRow>>,
     facts: rows::UnitFacts,
-    units: HashMap<String, UnitRow>,
 }
 
 async fn load<R>(
-    db: &Db,
+    engine: &Engine,
     tx: &mut Tx<'_>,
     jobs: &[Job<R>],
     leaders: &[usize],
-    with_units: bool,
 ) -> Result<Loaded, StoreError> {
+    let db = &engine.db;
     // Lock the cases in one order, so two replicas' batches never deadlock.
     let mut case_ids: Vec<String> = leaders.iter().map(|&i| jobs[i].case_id.clone()).collect();
     case_ids.sort();
@@ -235,22 +234,15 @@ async fn load<R>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let projects = rows::projects(tx, &project_ids).await?;
+    let projects = engine.projects(tx, &project_ids).await?;
     let unit_codes: Vec<String> = cases.values().map(|c| c.unit_code.clone()).collect();
     let (buyers, facts) =
         rows::buyers_and_facts(tx, &case_ids, &unit_codes, &land_parcels(&projects)).await?;
-    // Only a certificate prints the unit's measured data; a transfer needs none of it.
-    let units = if with_units {
-        rows::units(tx, &unit_codes).await?
-    } else {
-        HashMap::new()
-    };
     Ok(Loaded {
         cases,
         projects,
         buyers,
         facts,
-        units,
     })
 }
 
@@ -332,13 +324,12 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let loaded = load(db, &mut tx, jobs, &leaders, true).await?;
+        let loaded = load(&self.engine, &mut tx, jobs, &leaders).await?;
         let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let Loaded {
             cases,
             projects,
             facts,
-            units,
             buyers,
         } = &loaded;
 
@@ -465,7 +456,12 @@ impl Issuer {
                         .map_err(ApiError::internal)?
                         .to_string();
                 let unit_code: UnitCode = row.unit_code.parse().map_err(ApiError::internal)?;
-                let printed = printed_fields(project, row, &case_buyers, units.get(&row.unit_code));
+                let printed = printed_fields(
+                    project,
+                    row,
+                    &case_buyers,
+                    facts.measured.get(&row.unit_code),
+                );
                 let certificate = pb::Certificate {
                     certificate_number: number.clone(),
                     kind: pb::CertificateKind::PropertyCertificate as i32,
@@ -573,7 +569,7 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let loaded = load(db, &mut tx, jobs, &leaders, false).await?;
+        let loaded = load(&self.engine, &mut tx, jobs, &leaders).await?;
         let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let today = self.engine.clock.today();
         let now = self.engine.clock.now_ms();

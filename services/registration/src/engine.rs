@@ -2,7 +2,7 @@
 //! transaction, records every transition, and after commit mirrors the cases to the workflow store.
 use std::{
     collections::{HashMap, HashSet},
-    sync::LazyLock,
+    sync::{Arc, LazyLock, RwLock},
 };
 
 use sqlx::AssertSqlSafe;
@@ -36,12 +36,58 @@ pub struct Engine {
     pub workflow: Workflow,
     pub clock: Clock,
     pub changes: broadcast::Sender<CaseChanged>,
+    /// Projects whose 首次登记 is complete: nothing changes such a row any more, so the counter
+    /// and the feed follower read it from here instead of spending a round trip per batch.
+    pub settled_projects: Arc<RwLock<HashMap<String, ProjectRow>>>,
 }
 
 /// States whose readiness still moves with the facts.
 const LIVE_STATES: &str = "('pending', 'ready')";
 
 impl Engine {
+    /// The projects by id: settled ones from memory, the others from the register.
+    pub async fn projects(
+        &self,
+        tx: &mut Tx<'_>,
+        ids: &[String],
+    ) -> Result<HashMap<String, ProjectRow>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let settled = self
+                .settled_projects
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                match settled.get(id) {
+                    Some(p) => {
+                        found.insert(id.clone(), p.clone());
+                    }
+                    None => missing.push(id.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let loaded = rows::projects(tx, &missing).await?;
+        let done: Vec<&ProjectRow> = loaded
+            .values()
+            .filter(|p| p.first_registration_done())
+            .collect();
+        if !done.is_empty() {
+            let mut settled = self
+                .settled_projects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for p in done {
+                settled.insert(p.project_id.clone(), p.clone());
+            }
+        }
+        found.extend(loaded);
+        Ok(found)
+    }
+
     /// Re-evaluates the live cases on these units.
     pub async fn reevaluate_units(
         &self,
@@ -112,7 +158,7 @@ impl Engine {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let projects = rows::projects(tx, &project_ids).await?;
+        let projects = self.projects(tx, &project_ids).await?;
         let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
         let (buyers, facts) =
             rows::buyers_and_facts(tx, &ids, &units, &land_parcels(&projects)).await?;

@@ -53,6 +53,7 @@ impl Registration {
             workflow,
             clock: config.clock.clone(),
             changes,
+            settled_projects: Default::default(),
         };
         let config = Arc::new(config);
         let counters = counter::spawn(counter::Issuer {

@@ -162,6 +162,8 @@ pub struct UnitFacts {
     pub funds: HashSet<String>,
     pub deed_taxes: HashSet<(String, String)>,
     pub land_fees: HashSet<String>,
+    /// unit code → its measured data, printed on the certificate.
+    pub measured: HashMap<String, UnitRow>,
 }
 
 pub async fn unit_facts(
@@ -178,27 +180,27 @@ pub async fn unit_facts(
 /// [`unit_facts`] with one query per fact table.
 async fn unit_facts_each(
     tx: &mut Tx<'_>,
-    units: &[String],
+    unit_codes: &[String],
     parcels: &[String],
 ) -> Result<UnitFacts, StoreError> {
     let surveyed: Vec<(String, String)> = fetch_in(
         tx,
         "SELECT unit_code, project_id FROM registration.units WHERE unit_code",
-        units,
+        unit_codes,
         "",
     )
     .await?;
     let funds: Vec<(String,)> = fetch_in(
         tx,
         "SELECT unit_code FROM registration.maintenance_funds WHERE unit_code",
-        units,
+        unit_codes,
         "",
     )
     .await?;
     let taxes: Vec<(String, String)> = fetch_in(
         tx,
         "SELECT unit_code, buyer_id FROM registration.deed_taxes WHERE unit_code",
-        units,
+        unit_codes,
         "",
     )
     .await?;
@@ -214,8 +216,24 @@ async fn unit_facts_each(
         funds: funds.into_iter().map(|(u,)| u).collect(),
         deed_taxes: taxes.into_iter().collect(),
         land_fees: fees.into_iter().map(|(p,)| p).collect(),
+        measured: units(tx, unit_codes).await?,
     })
 }
+
+/// One row of [`buyers_and_facts`]' tagged union: tag, key, three texts, six numbers.
+type FactRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// The buyers of some cases and the facts about their units, in one round trip on PostgreSQL: the
 /// counter's batch transaction holds its case locks while it waits on each read.
@@ -230,17 +248,18 @@ pub async fn buyers_and_facts(
         return Ok((buyers, unit_facts_each(tx, units, parcels).await?));
     }
     use tongjiao_store::bulk::text_array;
-    // Every branch yields (tag, key, text, text, number, number).
-    let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT 'b', case_id, name, resident_id, position, share_bp FROM registration.case_buyers \
-             WHERE case_id IN (SELECT unnest($1::text[])) \
-         UNION ALL SELECT 'u', unit_code, project_id, '', 0, 0 FROM registration.units \
+    // Every branch yields (tag, key, three texts, six numbers).
+    let rows: Vec<FactRow> = sqlx::query_as(
+        "SELECT 'b', case_id, name, resident_id, '', position, share_bp, 0, 0, 0, 0 \
+             FROM registration.case_buyers WHERE case_id IN (SELECT unnest($1::text[])) \
+         UNION ALL SELECT 'u', unit_code, project_id, location, planned_usage, floor_number, structure, \
+             total_floors, gfa_centi, internal_centi, shared_centi \
+             FROM registration.units WHERE unit_code IN (SELECT unnest($2::text[])) \
+         UNION ALL SELECT 'f', unit_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.maintenance_funds \
              WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 'f', unit_code, '', '', 0, 0 FROM registration.maintenance_funds \
+         UNION ALL SELECT 't', unit_code, buyer_id, '', '', 0, 0, 0, 0, 0, 0 FROM registration.deed_taxes \
              WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 't', unit_code, buyer_id, '', 0, 0 FROM registration.deed_taxes \
-             WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 'l', parcel_code, '', '', 0, 0 FROM registration.land_fees \
+         UNION ALL SELECT 'l', parcel_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.land_fees \
              WHERE parcel_code IN (SELECT unnest($3::text[]))",
     )
     .bind(text_array(case_ids))
@@ -250,7 +269,7 @@ pub async fn buyers_and_facts(
     .await?;
     let mut buyers: HashMap<String, Vec<BuyerRow>> = HashMap::new();
     let mut facts = UnitFacts::default();
-    for (tag, key, a, b, n, m) in rows {
+    for (tag, key, a, b, c, n, m, i, j, k, l) in rows {
         match tag.as_str() {
             "b" => buyers.entry(key.clone()).or_default().push(BuyerRow {
                 case_id: key,
@@ -260,6 +279,20 @@ pub async fn buyers_and_facts(
                 share_bp: m,
             }),
             "u" => {
+                facts.measured.insert(
+                    key.clone(),
+                    UnitRow {
+                        unit_code: key.clone(),
+                        floor_number: n,
+                        location: b,
+                        planned_usage: c,
+                        structure: m,
+                        total_floors: i,
+                        gfa_centi: j,
+                        internal_centi: k,
+                        shared_centi: l,
+                    },
+                );
                 facts.surveyed.insert(key, a);
             }
             "f" => {
@@ -283,10 +316,7 @@ pub async fn buyers_and_facts(
 }
 
 /// Surveyed units by code.
-pub async fn units(
-    tx: &mut Tx<'_>,
-    codes: &[String],
-) -> Result<HashMap<String, UnitRow>, StoreError> {
+async fn units(tx: &mut Tx<'_>, codes: &[String]) -> Result<HashMap<String, UnitRow>, StoreError> {
     let rows: Vec<UnitRow> = fetch_in(
         tx,
         "SELECT unit_code, floor_number, location, planned_usage, structure, total_floors, gfa_centi, \
