@@ -35,6 +35,8 @@ use crate::{
 
 /// Requests settled in one transaction at most.
 const MAX_BATCH: usize = 256;
+/// Batches of committed cases waiting for the workflow store; a full queue slows the workers.
+const PUBLISH_QUEUE: usize = 8;
 /// Longest a small batch waits for the rest of its group (see `gather`).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
 /// One counter request waiting for its batch.
@@ -102,7 +104,16 @@ pub struct Issuer {
 
 /// Starts both workers; each ends when every sender of its queue is gone.
 pub fn spawn(issuer: Issuer) -> Counters {
-    let issuer = Arc::new(issuer);
+    // The workers hand committed cases to one publisher, in order, and go on to the next batch:
+    // the callers already have their replies, and the workflow store is a version-guarded mirror.
+    let (published, mut to_publish) = mpsc::channel::<Vec<pb::Case>>(PUBLISH_QUEUE);
+    let engine = issuer.engine.clone();
+    tokio::spawn(async move {
+        while let Some(cases) = to_publish.recv().await {
+            engine.publish(cases).await;
+        }
+    });
+    let issuer = Arc::new(Worker { issuer, published });
     let (issue, mut issue_rx) = mpsc::channel::<IssueJob>(4 * MAX_BATCH);
     let (transfer, mut transfer_rx) = mpsc::channel::<TransferJob>(4 * MAX_BATCH);
     let me = issuer.clone();
@@ -295,7 +306,20 @@ fn shown(claims: &Claims, case: &pb::Case) -> pb::Case {
     shown
 }
 
-impl Issuer {
+/// An issuer with the queue of its committed cases.
+struct Worker {
+    issuer: Issuer,
+    published: mpsc::Sender<Vec<pb::Case>>,
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Issuer;
+    fn deref(&self) -> &Issuer {
+        &self.issuer
+    }
+}
+
+impl Worker {
     async fn reply<R>(&self, jobs: Vec<Job<R>>, settled: Settled<R>, what: &str) {
         let n = jobs.len();
         match settled {
@@ -303,7 +327,9 @@ impl Issuer {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(outcome);
                 }
-                self.engine.publish(published).await;
+                if !published.is_empty() && self.published.send(published).await.is_err() {
+                    tracing::warn!("workflow publisher gone; the mirror catches up on rebuild");
+                }
             }
             Err(e) => {
                 // The whole transaction rolled back: nothing was recorded, each caller may retry
@@ -317,7 +343,9 @@ impl Issuer {
             }
         }
     }
+}
 
+impl Issuer {
     async fn try_settle(&self, jobs: &[IssueJob]) -> Settled<pb::IssueCertificateResponse> {
         let db = &self.engine.db;
         let mut outcomes: Vec<Option<Outcome<pb::IssueCertificateResponse>>> =
