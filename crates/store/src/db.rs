@@ -88,6 +88,10 @@ impl Db {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
+                // No ping before each use: it is a round trip per transaction (up to 1.5 ms under
+                // load on the counter path). A connection that died fails its statement instead,
+                // which every caller already answers as UNAVAILABLE with nothing recorded.
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // Our statements are key look-ups and array inserts whose best plan does
