@@ -133,8 +133,9 @@ pub struct Issued {
     pub newly_issued: bool,
 }
 
-/// At the counter: records the 转移登记 of a READY case, then issues its certificate; a case already
-/// registered is only issued, one already issued returns its certificate. Request ids derive from
+/// At the counter: records the 转移登记 of a READY case and issues its certificate in one call
+/// (RegisterTransferAndIssue); a case already registered is only issued, one already issued returns
+/// its certificate. Request ids derive from
 /// the case id and `prefix`, so running it again replays instead of doing it twice.
 pub async fn issue_case(
     ch: &Channel,
@@ -168,20 +169,7 @@ pub async fn issue_case(
                 newly_issued: false,
             });
         }
-        reg::CaseState::Ready => {
-            api.register_transfer(authed(
-                reg::RegisterTransferRequest {
-                    request_id: format!("{prefix}-transfer-{}", case.case_id),
-                    case_id: case.case_id.clone(),
-                },
-                token,
-            )?)
-            .await
-            .with_context(|| {
-                format!("transfer registration of case {} (转移登记)", case.case_id)
-            })?;
-        }
-        reg::CaseState::TransferRegistered => {}
+        reg::CaseState::Ready | reg::CaseState::TransferRegistered => {}
         _ => {
             let missing: Vec<String> = case
                 .missing
@@ -200,10 +188,12 @@ pub async fn issue_case(
             );
         }
     }
+    // One call records the 转移登记 of a READY case and issues the certificate (a case whose
+    // transfer is recorded already is only issued).
     let cert = api
-        .issue_certificate(authed(
-            reg::IssueCertificateRequest {
-                request_id: format!("{prefix}-issue-{}", case.case_id),
+        .register_transfer_and_issue(authed(
+            reg::RegisterTransferAndIssueRequest {
+                request_id: format!("{prefix}-handover-{}", case.case_id),
                 case_id: case.case_id.clone(),
             },
             token,
@@ -211,7 +201,7 @@ pub async fn issue_case(
         .await
         .with_context(|| {
             format!(
-                "issuing the certificate of case {} (缮证发证)",
+                "transfer registration and certificate of case {} (转移登记并发证)",
                 case.case_id
             )
         })?
