@@ -1334,3 +1334,116 @@ async fn sixteen_counters_handing_over_one_case_yield_one_certificate() {
         "{log:?}"
     );
 }
+
+/// What an integrator's tool (grpcurl, Postman, a bank's generated client) sees through server
+/// reflection: the registration service with the counter calls and their request fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reflection_shows_the_counter_calls_to_any_client() {
+    use prost::Message;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let suite = Suite::start().await;
+    let channel = suite
+        .registration
+        .as_ref()
+        .expect("running")
+        .channel()
+        .await;
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |m: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(vec![
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(
+                "tongjiao.registration.v1.RegistrationService".into(),
+            )),
+        ]))
+        .await
+        .expect("reflection without a token")
+        .into_inner();
+
+    let listed = match replies
+        .message()
+        .await
+        .expect("reply")
+        .map(|r| r.message_response)
+    {
+        Some(Some(MessageResponse::ListServicesResponse(l))) => l.service,
+        other => panic!("no service list: {other:?}"),
+    };
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"tongjiao.registration.v1.RegistrationService"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    let files = match replies
+        .message()
+        .await
+        .expect("reply")
+        .map(|r| r.message_response)
+    {
+        Some(Some(MessageResponse::FileDescriptorResponse(f))) => f.file_descriptor_proto,
+        other => panic!("no descriptor: {other:?}"),
+    };
+    let files: Vec<prost_types::FileDescriptorProto> = files
+        .iter()
+        .map(|b| prost_types::FileDescriptorProto::decode(b.as_slice()).expect("descriptor"))
+        .collect();
+    let file = files
+        .iter()
+        .find(|f| f.service.iter().any(|s| s.name() == "RegistrationService"))
+        .expect("the file of RegistrationService");
+    let service = file
+        .service
+        .iter()
+        .find(|s| s.name() == "RegistrationService")
+        .expect("service");
+    let method = |name: &str| {
+        service
+            .method
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|m| (m.input_type().to_owned(), m.output_type().to_owned()))
+    };
+    for (name, input, output) in [
+        (
+            "FindCases",
+            ".tongjiao.registration.v1.FindCasesRequest",
+            ".tongjiao.registration.v1.FindCasesResponse",
+        ),
+        (
+            "RegisterTransferAndIssue",
+            ".tongjiao.registration.v1.RegisterTransferAndIssueRequest",
+            ".tongjiao.registration.v1.RegisterTransferAndIssueResponse",
+        ),
+        (
+            "IssueCertificate",
+            ".tongjiao.registration.v1.IssueCertificateRequest",
+            ".tongjiao.registration.v1.IssueCertificateResponse",
+        ),
+    ] {
+        assert_eq!(
+            method(name),
+            Some((input.to_owned(), output.to_owned())),
+            "{name}"
+        );
+    }
+    let request = file
+        .message_type
+        .iter()
+        .find(|m| m.name() == "RegisterTransferAndIssueRequest")
+        .expect("request message");
+    let fields: Vec<(&str, i32)> = request
+        .field
+        .iter()
+        .map(|f| (f.name(), f.number()))
+        .collect();
+    assert_eq!(fields, [("request_id", 1), ("case_id", 2)]);
+}
