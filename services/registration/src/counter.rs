@@ -1,12 +1,12 @@
 //! The counter's writes with group commit (合并提交). RegisterTransfer, IssueCertificate and
 //! RegisterTransferAndIssue calls queue here; a worker per queue takes every request waiting and
 //! settles them in ONE transaction: locks the cases in one order, looks the request ids up (retries
-//! get their stored reply), re-checks each case against the register, writes cases, log, and the new
-//! request ids with their replies with multi-row statements, and commits. A request id is written
-//! once, with its reply: no claim row first, because the case locks already serialise duplicates. For certificates it also reserves
-//! a block of consecutive serials per county with one counter-row update, so the counter row is
-//! locked once per batch instead of once per certificate: numbering stays gap-free and exactly-once
-//! while throughput scales with the batch.
+//! get their stored reply), re-checks each case against the register, writes cases, log, and the
+//! new request ids with their replies with multi-row statements, and commits. A request id is
+//! written once, with its reply: no claim row first, because the case locks already serialise
+//! duplicates. For certificates it also reserves a block of consecutive serials per county with one
+//! counter-row update, so the counter row is locked once per batch instead of once per certificate:
+//! numbering stays gap-free and exactly-once while throughput scales with the batch.
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -363,6 +363,7 @@ impl Issuer {
 
         // Judge each request in arrival order; a case can be issued once even if asked twice here.
         let today = self.engine.clock.today();
+        let year = self.engine.clock.now().year();
         let now = self.engine.clock.now_ms();
         let mut accepted: Vec<usize> = Vec::new();
         // The case as 转移登记 left it, for the jobs that recorded it here.
@@ -419,7 +420,6 @@ impl Issuer {
             }
         }
 
-        let year = self.engine.clock.now().year();
         let kind = CertificateKind::PropertyCertificate;
         // One counter-row update per county reserves the whole block. Taken last among the
         // reads, so the row is held only for the writes and the commit.
