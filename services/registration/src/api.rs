@@ -1,5 +1,8 @@
 //! The gRPC surface: authentication, validation and access checks, then the register's transactions.
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use prost::Message;
 use sqlx::AssertSqlSafe;
@@ -83,6 +86,31 @@ fn counter_request(
         request_id.as_str().to_owned(),
         tongjiao_store::payload_digest(&msg.encode_to_vec()),
     ))
+}
+
+/// The changes of a watch window worth sending: per case its highest version, and only if newer
+/// than the one this watcher was sent before. Counter and follower publish from different tasks,
+/// so two versions of a case can arrive out of order; a watcher never goes back.
+fn newer_versions(pending: Vec<pb::Case>, sent: &mut HashMap<String, u64>) -> Vec<pb::Case> {
+    let mut out: Vec<pb::Case> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for c in pending {
+        if sent.get(&c.case_id).is_some_and(|&v| v >= c.version) {
+            continue;
+        }
+        match at.get(&c.case_id) {
+            Some(&i) if c.version > out[i].version => out[i] = c,
+            Some(_) => {}
+            None => {
+                at.insert(c.case_id.clone(), out.len());
+                out.push(c);
+            }
+        }
+    }
+    for c in &out {
+        sent.insert(c.case_id.clone(), c.version);
+    }
+    out
 }
 
 /// The caller of a counter write (窗口人员 or 登记员) and its request.
@@ -1052,6 +1080,8 @@ impl Registration {
         let me = self.clone();
         tokio::spawn(async move {
             let mut pending_cases: Vec<pb::Case> = Vec::new();
+            // The version of each case this watcher was last sent.
+            let mut sent: HashMap<String, u64> = HashMap::new();
             let mut first = true;
             loop {
                 let batch = match me.batch_proto(&b).await {
@@ -1117,11 +1147,7 @@ impl Registration {
                         _ = &mut gather => break,
                     }
                 }
-                // A case that changed twice in the window is sent once, in its last state.
-                let mut seen = HashSet::new();
-                pending_cases.reverse();
-                pending_cases.retain(|c| seen.insert(c.case_id.clone()));
-                pending_cases.reverse();
+                pending_cases = newer_versions(std::mem::take(&mut pending_cases), &mut sent);
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
@@ -1586,4 +1612,60 @@ pub(crate) fn refuse_unless(
         ),
     };
     Err(ApiError::conflict(kind, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn case(id: u8, version: u64) -> pb::Case {
+        pb::Case {
+            case_id: format!("c{id}"),
+            version,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        /// Whatever order the versions of a few cases arrive in, over any windows, a watcher is
+        /// sent each case at most once per window, never an older version than before, and ends on
+        /// each case's newest version.
+        #[test]
+        fn a_watcher_never_goes_back(
+            windows in prop::collection::vec(
+                prop::collection::vec((0u8..4, 1u64..20), 0..12),
+                1..6,
+            )
+        ) {
+            let mut sent: HashMap<String, u64> = HashMap::new();
+            let mut last_sent: HashMap<String, u64> = HashMap::new();
+            let mut newest: HashMap<String, u64> = HashMap::new();
+            for window in &windows {
+                let pending: Vec<pb::Case> = window.iter().map(|&(id, v)| case(id, v)).collect();
+                for c in &pending {
+                    let n = newest.entry(c.case_id.clone()).or_default();
+                    *n = (*n).max(c.version);
+                }
+                let out = newer_versions(pending, &mut sent);
+                let ids: HashSet<&str> = out.iter().map(|c| c.case_id.as_str()).collect();
+                prop_assert_eq!(ids.len(), out.len(), "one entry per case");
+                for c in &out {
+                    let before = last_sent.insert(c.case_id.clone(), c.version);
+                    prop_assert!(before.is_none_or(|b| b < c.version), "went back on {}", c.case_id);
+                }
+            }
+            prop_assert_eq!(last_sent, newest);
+        }
+    }
+
+    #[test]
+    fn the_newest_of_a_window_wins_and_stale_ones_are_dropped() {
+        let mut sent = HashMap::new();
+        let out = newer_versions(vec![case(1, 3), case(2, 1), case(1, 2)], &mut sent);
+        let got: Vec<(String, u64)> = out.into_iter().map(|c| (c.case_id, c.version)).collect();
+        assert_eq!(got, [("c1".to_owned(), 3), ("c2".to_owned(), 1)]);
+        assert!(newer_versions(vec![case(1, 2), case(2, 1)], &mut sent).is_empty());
+    }
 }
