@@ -457,7 +457,7 @@ impl Suite {
     pub async fn tax_feed(&mut self, project: &Project) -> anyhow::Result<()> {
         // The 维修资金 of the last few cases stays out of the burst: readiness_single sends those
         // one at a time, to time ack → READY without a backlog.
-        let held_units: HashSet<String> = project
+        let held_ids: HashSet<String> = project
             .cases
             .iter()
             .rev()
@@ -467,7 +467,7 @@ impl Suite {
         let (held, events): (Vec<_>, Vec<_>) = project
             .tax_events()
             .into_iter()
-            .partition(|e| held_units.contains(&e.event_id));
+            .partition(|e| held_ids.contains(&e.event_id));
         self.held_events = held;
         let unique = events.len();
         let mut rng = data::Rng::new(self.seed);
