@@ -72,19 +72,25 @@ fn project_id(s: &str) -> Result<ProjectId, ApiError> {
         .map_err(|e| field_error("project_id", e.to_string()))
 }
 
-/// Validates a counter request's ids and fingerprints its payload.
-fn counter_request(
+/// A counter request as a job for its batch queue: its ids validated, its payload fingerprinted.
+fn counter_job<R>(
+    claims: Claims,
+    method: &'static str,
+    msg: &impl Message,
     request_id: &str,
     case_id: &str,
-    msg: &impl Message,
-) -> Result<(String, String), ApiError> {
+) -> Result<Queued<R>, ApiError> {
     check_case_id(case_id)?;
     let request_id = request_id
         .parse::<tongjiao_domain::RequestId>()
         .map_err(|e| field_error("request_id", e.to_string()))?;
-    Ok((
+    Ok(Job::new(
+        claims.clone(),
+        principal(&claims),
+        method,
         request_id.as_str().to_owned(),
         tongjiao_store::payload_digest(&msg.encode_to_vec()),
+        case_id.to_owned(),
     ))
 }
 
@@ -1298,7 +1304,7 @@ impl Registration {
         req: Request<pb::RegisterTransferRequest>,
     ) -> Result<pb::RegisterTransferResponse, ApiError> {
         let (claims, r) = counter_caller(req)?;
-        let job = Self::counter_job(claims, "RegisterTransfer", &r, &r.request_id, &r.case_id)?;
+        let job = counter_job(claims, "RegisterTransfer", &r, &r.request_id, &r.case_id)?;
         settle(&self.counters.transfer, job).await
     }
 
@@ -1307,7 +1313,7 @@ impl Registration {
         req: Request<pb::IssueCertificateRequest>,
     ) -> Result<pb::IssueCertificateResponse, ApiError> {
         let (claims, r) = counter_caller(req)?;
-        let job = Self::counter_job(claims, "IssueCertificate", &r, &r.request_id, &r.case_id)?;
+        let job = counter_job(claims, "IssueCertificate", &r, &r.request_id, &r.case_id)?;
         settle(&self.counters.issue, job).await
     }
 
@@ -1316,7 +1322,7 @@ impl Registration {
         req: Request<pb::RegisterTransferAndIssueRequest>,
     ) -> Result<pb::RegisterTransferAndIssueResponse, ApiError> {
         let (claims, r) = counter_caller(req)?;
-        let job = Self::counter_job(
+        let job = counter_job(
             claims,
             "RegisterTransferAndIssue",
             &r,
@@ -1330,25 +1336,6 @@ impl Registration {
             certificate: issued.certificate,
             case: issued.case,
         })
-    }
-
-    /// A counter request as a job for its batch queue.
-    fn counter_job<R>(
-        claims: Claims,
-        method: &'static str,
-        msg: &impl Message,
-        request_id: &str,
-        case_id: &str,
-    ) -> Result<Queued<R>, ApiError> {
-        let (request_id, digest) = counter_request(request_id, case_id, msg)?;
-        Ok(Job::new(
-            claims.clone(),
-            principal(&claims),
-            method,
-            request_id,
-            digest,
-            case_id.to_owned(),
-        ))
     }
 
     async fn get_certificate_impl(

@@ -113,15 +113,15 @@ pub fn spawn(issuer: Issuer) -> Counters {
             engine.publish(cases).await;
         }
     });
-    let issuer = Arc::new(Worker { issuer, published });
+    let worker = Arc::new(Worker { issuer, published });
     let (issue, mut issue_rx) = mpsc::channel::<IssueJob>(4 * MAX_BATCH);
     let (transfer, mut transfer_rx) = mpsc::channel::<TransferJob>(4 * MAX_BATCH);
-    let me = issuer.clone();
+    let me = worker.clone();
     tokio::spawn(async move {
         let mut last = 0;
         while let Some(batch) = gather(&mut issue_rx, last).await {
             last = batch.len();
-            let settled = me.try_settle(&batch).await;
+            let settled = me.issuer.try_settle(&batch).await;
             me.reply(batch, settled, "certificate issuance (发证)")
                 .await;
         }
@@ -130,8 +130,8 @@ pub fn spawn(issuer: Issuer) -> Counters {
         let mut last = 0;
         while let Some(batch) = gather(&mut transfer_rx, last).await {
             last = batch.len();
-            let settled = issuer.try_transfer(&batch).await;
-            issuer
+            let settled = worker.issuer.try_transfer(&batch).await;
+            worker
                 .reply(batch, settled, "transfer registration (转移登记)")
                 .await;
         }
@@ -310,13 +310,6 @@ fn shown(claims: &Claims, case: &pb::Case) -> pb::Case {
 struct Worker {
     issuer: Issuer,
     published: mpsc::Sender<Vec<pb::Case>>,
-}
-
-impl std::ops::Deref for Worker {
-    type Target = Issuer;
-    fn deref(&self) -> &Issuer {
-        &self.issuer
-    }
 }
 
 impl Worker {
