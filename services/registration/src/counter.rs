@@ -106,13 +106,7 @@ pub struct Issuer {
 pub fn spawn(issuer: Issuer) -> Counters {
     // The workers hand committed cases to one publisher, in order, and go on to the next batch:
     // the callers already have their replies, and the workflow store is a version-guarded mirror.
-    let (published, mut to_publish) = mpsc::channel::<Vec<pb::Case>>(PUBLISH_QUEUE);
-    let engine = issuer.engine.clone();
-    tokio::spawn(async move {
-        while let Some(cases) = to_publish.recv().await {
-            engine.publish(cases).await;
-        }
-    });
+    let published = issuer.engine.spawn_publisher(PUBLISH_QUEUE);
     let worker = Arc::new(Worker { issuer, published });
     let (issue, mut issue_rx) = mpsc::channel::<IssueJob>(4 * MAX_BATCH);
     let (transfer, mut transfer_rx) = mpsc::channel::<TransferJob>(4 * MAX_BATCH);

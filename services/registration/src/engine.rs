@@ -6,7 +6,7 @@ use std::{
 };
 
 use sqlx::AssertSqlSafe;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tongjiao_domain::{
     BuyerFacts, CaseEvent, CaseFacts, CaseState, ResidentId, case_missing, parse_date, transition,
 };
@@ -125,19 +125,30 @@ impl Engine {
         self.reevaluate(tx, cases, actor).await
     }
 
-    /// Pending cases whose material deadline has passed.
-    pub async fn lapse_overdue(&self, tx: &mut Tx<'_>) -> Result<Vec<pb::Case>, StoreError> {
+    /// Lapses pending cases whose material deadline has passed. `since` is the day of an earlier
+    /// sweep that committed: every pending case with an earlier deadline was lapsed then, and no case
+    /// can become pending with a passed deadline afterwards (each evaluation lapses it on the spot),
+    /// so only deadlines from that day on are read, not every issued case in the register's history.
+    /// Returns the changed cases and the day this sweep covered up to (exclusive).
+    pub async fn lapse_overdue(
+        &self,
+        tx: &mut Tx<'_>,
+        since: Option<&str>,
+    ) -> Result<(Vec<pb::Case>, String), StoreError> {
         let today = tongjiao_domain::format_date(self.clock.today());
+        // `active = 1` holds for every pending case and lets the partial deadline index serve.
         let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state = 'pending' AND material_deadline < $1 \
-             ORDER BY case_id{}",
+            "SELECT {CASE_COLUMNS} FROM registration.cases WHERE active = 1 AND state = 'pending' \
+             AND material_deadline < $1 AND material_deadline >= $2 ORDER BY case_id{}",
             self.db.for_update()
         );
         let cases: Vec<CaseRow> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(today)
+            .bind(&today)
+            .bind(since.unwrap_or(""))
             .fetch_all(&mut **tx)
             .await?;
-        self.reevaluate(tx, cases, "deadline-sweeper").await
+        let changed = self.reevaluate(tx, cases, "deadline-sweeper").await?;
+        Ok((changed, today))
     }
 
     /// Recomputes what each case lacks and moves it through the state machine; writes the changed
@@ -216,6 +227,21 @@ impl Engine {
                 case,
             });
         }
+    }
+
+    /// Starts a task that publishes committed cases in the order they are sent. A writer that hands
+    /// its cases here goes on to its next transaction while the workflow store catches up; the
+    /// store is a version-guarded mirror, so only order per writer matters, and `queue` batches in
+    /// flight bound how far a writer runs ahead of it.
+    pub fn spawn_publisher(&self, queue: usize) -> mpsc::Sender<Vec<pb::Case>> {
+        let (published, mut to_publish) = mpsc::channel::<Vec<pb::Case>>(queue);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            while let Some(cases) = to_publish.recv().await {
+                engine.publish(cases).await;
+            }
+        });
+        published
     }
 
     /// Loads cases from PostgreSQL (clear ids).

@@ -33,6 +33,9 @@ pub struct Registration {
     counters: counter::Counters,
     /// project id → (developer credit code, county code), for access checks.
     owners: Arc<std::sync::RwLock<std::collections::HashMap<String, (String, String)>>>,
+    /// The day the last committed deadline sweep covered up to; none before the first, so a new
+    /// process sweeps the whole register once.
+    swept_before: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Registration {
@@ -67,6 +70,7 @@ impl Registration {
             config,
             counters,
             owners: Arc::default(),
+            swept_before: Arc::default(),
         };
         let rebuilt = reg.engine.rebuild(None).await?;
         tracing::info!(cases = rebuilt, "workflow state rebuilt from the register");
@@ -109,9 +113,20 @@ impl Registration {
 
     /// Lapses pending cases past their material deadline (视为放弃).
     pub async fn sweep_deadlines(&self) -> anyhow::Result<usize> {
+        let today = tongjiao_domain::format_date(self.engine.clock.today());
+        // A clock set back (tests, a corrected host clock) means the window is unknown: sweep all.
+        let since = self
+            .swept_before
+            .lock()
+            .map_err(|_| anyhow::anyhow!("deadline sweep state poisoned"))?
+            .clone()
+            .filter(|d| *d <= today);
         let mut tx = self.engine.db.begin().await?;
-        let changed = self.engine.lapse_overdue(&mut tx).await?;
+        let (changed, covered) = self.engine.lapse_overdue(&mut tx, since.as_deref()).await?;
         tx.commit().await?;
+        if let Ok(mut swept) = self.swept_before.lock() {
+            *swept = Some(covered);
+        }
         let n = changed.len();
         if n > 0 {
             tracing::info!(cases = n, "cases lapsed past their material deadline");

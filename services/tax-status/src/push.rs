@@ -109,6 +109,7 @@ impl TaxStatus {
             return Ok(known);
         }
 
+        let started = std::time::Instant::now();
         let mut tx = self.db.begin().await?;
         self.log.lock(&mut tx).await?;
         let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
@@ -172,6 +173,7 @@ impl TaxStatus {
             last_sequence = last,
             first_event_id = %fresh[0].event_id,
             last_event_id = %fresh[fresh.len() - 1].event_id,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "recorded tax completions (完税信息已入库)"
         );
         for (ev, &sequence) in fresh.iter().zip(&seqs) {
