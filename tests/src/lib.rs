@@ -144,6 +144,8 @@ impl Suite {
             county_names: tongjiao_registration::config::parse_county_names("140827=垣曲县")
                 .expect("counties"),
             lapse_sweep_every: Duration::from_millis(200),
+            // Low, so that the tests' tax batches of a few units take the split path too.
+            parallel_apply_min_units: 2,
             clock: self.clock.clone(),
         };
         let registration = Registration::build(db, workflow, config)

@@ -1447,3 +1447,76 @@ async fn reflection_shows_the_counter_calls_to_any_client() {
         .collect();
     assert_eq!(fields, [("request_id", 1), ("case_id", 2)]);
 }
+
+/// Rows of the register that a replayed feed must not add to: case log entries, the fact copies
+/// registration keeps, and the sum of case versions.
+async fn register_counts(suite: &Suite) -> (i64, i64, i64, i64, i64) {
+    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
+        .await
+        .expect("register");
+    sqlx::query_as(
+        "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM registration.case_log), \
+                (SELECT CAST(COUNT(*) AS BIGINT) FROM registration.deed_taxes), \
+                (SELECT CAST(COUNT(*) AS BIGINT) FROM registration.maintenance_funds), \
+                (SELECT CAST(SUM(version) AS BIGINT) FROM registration.cases), \
+                (SELECT last_sequence FROM registration.feed_cursors WHERE feed = 'tax')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("register counts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tax_feed_applied_again_from_an_old_cursor_changes_nothing() {
+    // The follower applies a batch of single-unit facts in parts, each committing on its own, and
+    // advances the cursor after all of them: a part can thus be applied twice. Replaying the whole
+    // feed from the start is the strongest form of that.
+    let mut suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-012", 2, 6);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    push_tax(&suite, sc.tax_events()).await;
+    wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    let before = register_counts(&suite).await;
+    let states = case_states(&suite, &sc).await;
+    assert!(before.4 > 0, "the tax feed was followed: {before:?}");
+
+    suite.stop_registration().await;
+    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
+        .await
+        .expect("register");
+    // Back to just before the first unit's fact: the developer's tax clearance before it is
+    // project-wide and would keep the replay in one transaction.
+    let rewound = sqlx::query(
+        "UPDATE registration.feed_cursors SET last_sequence = \
+         (SELECT MIN(sequence) - 1 FROM tax.received WHERE kind IN ('deed_tax_paid', 'maintenance_fund_deposited')) \
+         WHERE feed = 'tax'",
+    )
+    .execute(db.pool())
+    .await
+    .expect("rewind the cursor");
+    assert_eq!(rewound.rows_affected(), 1);
+    suite.start_registration().await;
+
+    let after = eventually("the feed replayed up to its head", 30, || {
+        let s = &suite;
+        async move {
+            let c = register_counts(s).await;
+            (c.4 >= before.4).then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(
+        after, before,
+        "(case log, deed taxes, funds, versions, cursor)"
+    );
+    assert_eq!(case_states(&suite, &sc).await, states);
+    let counts = wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    assert_eq!(counts.pending, 0);
+}

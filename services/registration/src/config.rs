@@ -77,6 +77,9 @@ pub struct RegistrationConfig {
     pub county_names: HashMap<String, String>,
     /// How often pending cases are checked against their material deadline.
     pub lapse_sweep_every: Duration,
+    /// Units a feed batch of single-unit facts (契税, 维修资金) must touch before the follower
+    /// applies it over several connections at once (PostgreSQL only).
+    pub parallel_apply_min_units: usize,
     pub clock: Clock,
 }
 

@@ -9,7 +9,7 @@ use std::{
 use futures::StreamExt;
 use sqlx::AssertSqlSafe;
 use tongjiao_proto::{acceptance as acc, survey, tax};
-use tongjiao_store::{StoreError, Tx};
+use tongjiao_store::{Backend, StoreError, Tx};
 use tonic::{Request, transport::Channel};
 
 use crate::{
@@ -293,6 +293,33 @@ impl Facts {
         }
     }
 
+    /// Splits unit-level facts into `n` parts by unit code, each with its units: no two parts
+    /// touch the same case, so their transactions never wait on each other.
+    fn split_by_unit(self, n: usize) -> Vec<(Facts, Vec<String>)> {
+        let part_of = |unit: &str| {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(unit, &mut h);
+            (std::hash::Hasher::finish(&h) % n as u64) as usize
+        };
+        let mut parts: Vec<(Facts, BTreeSet<String>)> =
+            (0..n).map(|_| Default::default()).collect();
+        for ((unit, buyer), voucher) in self.deed_taxes {
+            let (facts, units) = &mut parts[part_of(&unit)];
+            units.insert(unit.clone());
+            facts.deed_taxes.insert((unit, buyer), voucher);
+        }
+        for (unit, fund) in self.funds {
+            let (facts, units) = &mut parts[part_of(&unit)];
+            units.insert(unit.clone());
+            facts.funds.insert(unit, fund);
+        }
+        parts
+            .into_iter()
+            .filter(|(_, units)| !units.is_empty())
+            .map(|(facts, units)| (facts, units.into_iter().collect()))
+            .collect()
+    }
+
     async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         use rows::Val::{Int, Text};
         insert_rows(
@@ -429,6 +456,33 @@ async fn apply_batch<E: Sequenced>(
         tx.rollback().await?;
         return Ok(());
     }
+    let parts = parallel_parts(reg, &facts, &touched);
+    if parts > 1 {
+        // The parts commit on their own connections while this transaction holds the cursor; it
+        // advances only once all of them have committed. A part that committed before another
+        // failed is applied again from the old cursor: fact rows are kept first-come (ON CONFLICT
+        // DO NOTHING) and a re-evaluation of unchanged facts writes nothing, so nothing doubles.
+        let actor = format!("feed:{}", feed.name());
+        let changed = futures::future::try_join_all(
+            facts
+                .split_by_unit(parts)
+                .into_iter()
+                .map(|(part, units)| apply_part(reg, part, units, &actor, published)),
+        )
+        .await?;
+        set_cursor(&mut tx, feed, last).await?;
+        tx.commit().await?;
+        tracing::debug!(
+            feed = feed.name(),
+            events = events.len(),
+            last,
+            parts,
+            changed = changed.iter().sum::<usize>(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "applied feed events"
+        );
+        return Ok(());
+    }
     facts.write(&mut tx).await?;
     set_cursor(&mut tx, feed, last).await?;
     let mut units: Vec<String> = touched.units.into_iter().collect();
@@ -461,6 +515,48 @@ async fn apply_batch<E: Sequenced>(
         anyhow::bail!("the workflow publisher stopped");
     }
     Ok(())
+}
+
+/// How many transactions to apply a batch in: one, unless the batch holds only facts of single
+/// units (契税, 维修资金), enough of them, and the store takes concurrent writers. Project-wide and
+/// parcel-wide facts re-evaluate cases across any split, so those batches stay whole.
+fn parallel_parts(reg: &Registration, facts: &Facts, touched: &Touched) -> usize {
+    let unit_level_only = facts.tables.is_empty()
+        && facts.units.is_empty()
+        && facts.gates.is_empty()
+        && facts.developer_taxes.is_empty()
+        && facts.land_fees.is_empty()
+        && touched.land_parcels.is_empty();
+    if !unit_level_only
+        || touched.units.len() < reg.config.parallel_apply_min_units.max(2)
+        || reg.engine.db.backend() != Backend::Postgres
+    {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Writes one part's facts and re-evaluates its units in a transaction of its own, then hands the
+/// changed cases to the publisher at once: they are committed, whatever the other parts do.
+async fn apply_part(
+    reg: &Registration,
+    facts: Facts,
+    units: Vec<String>,
+    actor: &str,
+    published: &Publisher,
+) -> anyhow::Result<usize> {
+    let mut tx = reg.engine.db.begin().await?;
+    facts.write(&mut tx).await?;
+    let changed = reg.engine.reevaluate_units(&mut tx, &units, actor).await?;
+    tx.commit().await?;
+    let n = changed.len();
+    if n > 0 && published.send(changed).await.is_err() {
+        anyhow::bail!("the workflow publisher stopped");
+    }
+    Ok(n)
 }
 
 fn filing_name(kind: i32) -> &'static str {

@@ -59,6 +59,10 @@ struct Args {
     /// Seconds between material-deadline sweeps (材料截止检查间隔).
     #[arg(long, env = "TONGJIAO_LAPSE_SWEEP_SECS", default_value_t = 60)]
     lapse_sweep_secs: u64,
+    /// Units a tax-feed batch must touch before it is applied over several connections at once
+    /// (并行入账阈值); smaller batches go in one transaction.
+    #[arg(long, env = "TONGJIAO_PARALLEL_APPLY_MIN_UNITS", default_value_t = 256)]
+    parallel_apply_min_units: usize,
 }
 
 #[tokio::main]
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         tokens,
         county_names: config::parse_county_names(&args.counties).map_err(anyhow::Error::msg)?,
         lapse_sweep_every: Duration::from_secs(args.lapse_sweep_secs.max(1)),
+        parallel_apply_min_units: args.parallel_apply_min_units,
         clock: Clock::default(),
     };
     let db = Db::connect(&args.common.database_url, args.common.db_max_connections).await?;

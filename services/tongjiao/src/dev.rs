@@ -206,6 +206,8 @@ pub async fn run(args: &DevArgs, output: Output) -> anyhow::Result<()> {
             tokens: TokenSource::Signing(issuer.clone()),
             county_names: config::parse_county_names(demo::COUNTIES).map_err(|e| anyhow!(e))?,
             lapse_sweep_every: Duration::from_secs(60),
+            // The sandbox's SQLite takes one writer: batches are applied whole whatever this says.
+            parallel_apply_min_units: 256,
             clock: Clock::default(),
         },
     )
