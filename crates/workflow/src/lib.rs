@@ -134,13 +134,15 @@ impl Workflow {
 
 /// KEYS: case hash, batch counts hash, unit index set, buyer index sets...
 /// ARGV: version, state, payload, case id.
+/// A case's unit and buyers never change, so the index sets are written with the case's first
+/// version only (a case is updated four or five times on its way to a certificate).
 const PUT_CASE_LUA: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'version', 'state')
 if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[1]) then return 0 end
 if cur[2] then redis.call('HINCRBY', KEYS[2], cur[2], -1) end
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'state', ARGV[2], 'case', ARGV[3])
-for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
+if not cur[1] then for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end end
 return 1
 "#;
 
