@@ -1520,3 +1520,33 @@ async fn a_tax_feed_applied_again_from_an_old_cursor_changes_nothing() {
     .await;
     assert_eq!(counts.pending, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clock_set_back_after_a_sweep_still_lapses_what_falls_overdue() {
+    // The deadline sweeper reads only deadlines from its last sweep's day on. After sweeps on a
+    // day a month ahead and the clock corrected back, a batch due five days from the real today
+    // must still lapse when those days pass, not once the clock reaches the month.
+    let suite = Suite::start().await;
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    suite.clock.advance(month);
+    // Registration sweeps every 200 ms in the suite.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    suite.clock.set_back(month);
+
+    let sc = Scenario::new("YQ-E2E-013", 1, 2);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    // Every buyer's deed tax, no maintenance fund: both cases stay pending.
+    let deed_taxes: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .filter(|e| e.event_id.starts_with("deed-"))
+        .collect();
+    assert!(!deed_taxes.is_empty());
+    push_tax(&suite, deed_taxes).await;
+    suite
+        .clock
+        .advance(std::time::Duration::from_secs(6 * 86_400));
+    let counts = wait_batch(&suite, &batch.batch_id, |c| c.lapsed == 2).await;
+    assert_eq!(counts.ready, 0);
+}

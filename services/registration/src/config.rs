@@ -64,6 +64,12 @@ impl Clock {
         self.offset_ms
             .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
+
+    /// Moves the clock back, as a corrected host clock would (tests and drills only).
+    pub fn set_back(&self, by: Duration) {
+        self.offset_ms
+            .fetch_sub(by.as_millis() as i64, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Debug)]
