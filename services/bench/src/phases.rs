@@ -593,6 +593,9 @@ impl Suite {
             cpu,
             serde_json::json!({
                 "visible_after_last_ack_ms": round3(visible.as_secs_f64() * 1000.0),
+                // What a handover day feels: from the bureau's first event to every case READY.
+                "first_send_to_all_ready_ms":
+                    round3(seen.saturating_duration_since(first_send).as_secs_f64() * 1000.0),
                 "polls": polls,
                 "ready_at_first_poll": ready_at_first_poll,
             }),

@@ -531,6 +531,17 @@ pub fn render(r: &Report) -> String {
         ));
     }
 
+    if let Some(ms) = r
+        .phases
+        .iter()
+        .find(|p| p.name == "readiness_visible")
+        .and_then(|p| p.detail["first_send_to_all_ready_ms"].as_f64())
+    {
+        o.push_str(&format!(
+            "  also: tax feed, first event sent → every case READY (ingest and follow together): {ms:.1} ms\n"
+        ));
+    }
+
     let cc = &r.checks.certificates;
     o.push_str("\nCHECKS\n");
     o.push_str(&format!(
