@@ -533,10 +533,12 @@ fn parallel_parts(reg: &Registration, facts: &Facts, touched: &Touched) -> usize
     {
         return 1;
     }
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
+    // The batch's own transaction holds a connection while the parts take theirs, and the counter
+    // and the other followers need some too: a small pool applies batches whole rather than wait
+    // for itself.
+    let pool_share = (reg.engine.db.pool().options().get_max_connections() / 4) as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(pool_share).clamp(1, 4)
 }
 
 /// Writes one part's facts and re-evaluates its units in a transaction of its own, then hands the
