@@ -131,6 +131,45 @@ where
     out
 }
 
+/// Prepares the project, submits its batch, pushes every tax event and waits until every case is
+/// READY.
+async fn all_ready(suite: &Suite, sc: &Scenario) -> reg::HandoverBatch {
+    prepare_project(suite, sc).await;
+    let batch = submit(suite, sc, "batch").await;
+    push_tax(suite, sc.tax_events()).await;
+    wait_batch(suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    batch
+}
+
+/// The certificates of racing calls that won, and how many were refused. Every refusal must be
+/// FAILED_PRECONDITION: the case was settled by another counter.
+fn winners(
+    results: Vec<Result<reg::Certificate, tonic::Status>>,
+) -> (Vec<reg::Certificate>, usize) {
+    let mut ok = Vec::new();
+    let mut refused = 0;
+    for r in results {
+        match r {
+            Ok(c) => ok.push(c),
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                refused += 1;
+            }
+        }
+    }
+    (ok, refused)
+}
+
+/// The register itself, for what no RPC shows.
+async fn register_db(suite: &Suite) -> tongjiao_store::Db {
+    tongjiao_store::Db::connect(&suite.db_url, 1)
+        .await
+        .expect("register")
+}
+
 fn serials(certs: &[reg::Certificate]) -> Vec<u64> {
     let mut s: Vec<u64> = certs.iter().map(|c| c.serial).collect();
     s.sort_unstable();
@@ -731,10 +770,7 @@ async fn a_retry_with_one_request_id_returns_the_first_reply() {
 async fn sixteen_counters_racing_on_one_case_yield_exactly_one_certificate() {
     let suite = Suite::start().await;
     let sc = Scenario::new("YQ-E2E-005", 1, 3);
-    prepare_project(&suite, &sc).await;
-    let batch = submit(&suite, &sc, "batch").await;
-    push_tax(&suite, sc.tax_events()).await;
-    wait_batch(&suite, &batch.batch_id, |c| c.ready == 3).await;
+    all_ready(&suite, &sc).await;
     let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
     register(&suite, &case.case_id, "reg")
         .await
@@ -756,17 +792,7 @@ async fn sixteen_counters_racing_on_one_case_yield_exactly_one_certificate() {
         }
     })
     .await;
-    let mut ok = Vec::new();
-    let mut refused = 0;
-    for r in results {
-        match r {
-            Ok(c) => ok.push(c),
-            Err(s) => {
-                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
-                refused += 1;
-            }
-        }
-    }
+    let (ok, refused) = winners(results);
     assert_eq!(ok.len(), 1, "exactly one certificate");
     assert_eq!(refused, 15);
     assert_eq!(ok[0].serial, 1);
@@ -1160,9 +1186,7 @@ async fn a_land_parcel_gets_its_certificate_on_delivery_day() {
 
 /// The case log (办件日志) of one case: (version, state, note), oldest first.
 async fn case_log(suite: &Suite, case_id: &str) -> Vec<(i64, String, String)> {
-    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
-        .await
-        .expect("register");
+    let db = register_db(suite).await;
     sqlx::query_as(
         "SELECT version, state, note FROM registration.case_log WHERE case_id = $1 ORDER BY version",
     )
@@ -1286,10 +1310,7 @@ async fn one_counter_step_records_the_transfer_and_issues_the_certificate() {
 async fn sixteen_counters_handing_over_one_case_yield_one_certificate() {
     let suite = Suite::start().await;
     let sc = Scenario::new("YQ-E2E-011", 1, 1);
-    prepare_project(&suite, &sc).await;
-    let batch = submit(&suite, &sc, "batch").await;
-    push_tax(&suite, sc.tax_events()).await;
-    wait_batch(&suite, &batch.batch_id, |c| c.ready == 1).await;
+    all_ready(&suite, &sc).await;
     let case = find_by_unit(&suite, &sc.cases[0].unit_code).await;
     let results = at_once(&suite, 16, |mut client, i, token| {
         let case_id = case.case_id.clone();
@@ -1307,13 +1328,7 @@ async fn sixteen_counters_handing_over_one_case_yield_one_certificate() {
         }
     })
     .await;
-    let mut ok = Vec::new();
-    for r in results {
-        match r {
-            Ok(c) => ok.push(c),
-            Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
-        }
-    }
+    let (ok, _) = winners(results);
     assert_eq!(serials(&ok), [1], "exactly one certificate");
     let log = case_log(&suite, &case.case_id).await;
     let states: Vec<&str> = log.iter().map(|(_, s, _)| s.as_str()).collect();
@@ -1451,9 +1466,7 @@ async fn reflection_shows_the_counter_calls_to_any_client() {
 /// Rows of the register that a replayed feed must not add to: case log entries, the fact copies
 /// registration keeps, and the sum of case versions.
 async fn register_counts(suite: &Suite) -> (i64, i64, i64, i64, i64) {
-    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
-        .await
-        .expect("register");
+    let db = register_db(suite).await;
     sqlx::query_as(
         "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM registration.case_log), \
                 (SELECT CAST(COUNT(*) AS BIGINT) FROM registration.deed_taxes), \
@@ -1473,21 +1486,13 @@ async fn a_tax_feed_applied_again_from_an_old_cursor_changes_nothing() {
     // feed from the start is the strongest form of that.
     let mut suite = Suite::start().await;
     let sc = Scenario::new("YQ-E2E-012", 2, 6);
-    prepare_project(&suite, &sc).await;
-    let batch = submit(&suite, &sc, "batch").await;
-    push_tax(&suite, sc.tax_events()).await;
-    wait_batch(&suite, &batch.batch_id, |c| {
-        c.ready as usize == sc.cases.len()
-    })
-    .await;
+    let batch = all_ready(&suite, &sc).await;
     let before = register_counts(&suite).await;
     let states = case_states(&suite, &sc).await;
     assert!(before.4 > 0, "the tax feed was followed: {before:?}");
 
     suite.stop_registration().await;
-    let db = tongjiao_store::Db::connect(&suite.db_url, 1)
-        .await
-        .expect("register");
+    let db = register_db(&suite).await;
     // Back to just before the first unit's fact: the developer's tax clearance before it is
     // project-wide and would keep the replay in one transaction.
     let rewound = sqlx::query(

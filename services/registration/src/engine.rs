@@ -129,13 +129,13 @@ impl Engine {
     /// sweep that committed: every pending case with an earlier deadline was lapsed then, and no case
     /// can become pending with a passed deadline afterwards (each evaluation lapses it on the spot),
     /// so only deadlines from that day on are read, not every issued case in the register's history.
-    /// Returns the changed cases and the day this sweep covered up to (exclusive).
+    /// `today` is the sweep's own day: deadlines before it have passed.
     pub async fn lapse_overdue(
         &self,
         tx: &mut Tx<'_>,
+        today: &str,
         since: Option<&str>,
-    ) -> Result<(Vec<pb::Case>, String), StoreError> {
-        let today = tongjiao_domain::format_date(self.clock.today());
+    ) -> Result<Vec<pb::Case>, StoreError> {
         // `active = 1` holds for every pending case and lets the partial deadline index serve.
         let sql = format!(
             "SELECT {CASE_COLUMNS} FROM registration.cases WHERE active = 1 AND state = 'pending' \
@@ -143,12 +143,11 @@ impl Engine {
             self.db.for_update()
         );
         let cases: Vec<CaseRow> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(&today)
+            .bind(today)
             .bind(since.unwrap_or(""))
             .fetch_all(&mut **tx)
             .await?;
-        let changed = self.reevaluate(tx, cases, "deadline-sweeper").await?;
-        Ok((changed, today))
+        self.reevaluate(tx, cases, "deadline-sweeper").await
     }
 
     /// Recomputes what each case lacks and moves it through the state machine; writes the changed

@@ -456,13 +456,13 @@ async fn apply_batch<E: Sequenced>(
         tx.rollback().await?;
         return Ok(());
     }
+    let actor = format!("feed:{}", feed.name());
     let parts = parallel_parts(reg, &facts, &touched);
-    if parts > 1 {
+    let changed = if parts > 1 {
         // The parts commit on their own connections while this transaction holds the cursor; it
         // advances only once all of them have committed. A part that committed before another
         // failed is applied again from the old cursor: fact rows are kept first-come (ON CONFLICT
         // DO NOTHING) and a re-evaluation of unchanged facts writes nothing, so nothing doubles.
-        let actor = format!("feed:{}", feed.name());
         let changed = futures::future::try_join_all(
             facts
                 .split_by_unit(parts)
@@ -472,49 +472,49 @@ async fn apply_batch<E: Sequenced>(
         .await?;
         set_cursor(&mut tx, feed, last).await?;
         tx.commit().await?;
-        tracing::debug!(
-            feed = feed.name(),
-            events = events.len(),
-            last,
-            parts,
-            changed = changed.iter().sum::<usize>(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "applied feed events"
-        );
-        return Ok(());
-    }
-    facts.write(&mut tx).await?;
-    set_cursor(&mut tx, feed, last).await?;
-    let mut units: Vec<String> = touched.units.into_iter().collect();
-    if !touched.land_parcels.is_empty() {
-        let parcels: Vec<String> = touched.land_parcels.into_iter().collect();
-        let land_units: Vec<(String,)> = rows::fetch_in(
-            &mut tx,
-            "SELECT c.unit_code FROM registration.cases c JOIN registration.projects p ON p.project_id = c.project_id \
-             WHERE p.kind = 'land' AND p.parcel_code",
-            &parcels,
-            "",
-        )
-        .await?;
-        units.extend(land_units.into_iter().map(|(u,)| u));
-    }
-    let changed = reg
-        .engine
-        .reevaluate_units(&mut tx, &units, &format!("feed:{}", feed.name()))
-        .await?;
-    tx.commit().await?;
+        changed.iter().sum()
+    } else {
+        facts.write(&mut tx).await?;
+        set_cursor(&mut tx, feed, last).await?;
+        let mut units: Vec<String> = touched.units.into_iter().collect();
+        if !touched.land_parcels.is_empty() {
+            let parcels: Vec<String> = touched.land_parcels.into_iter().collect();
+            let land_units: Vec<(String,)> = rows::fetch_in(
+                &mut tx,
+                "SELECT c.unit_code FROM registration.cases c JOIN registration.projects p ON p.project_id = c.project_id \
+                 WHERE p.kind = 'land' AND p.parcel_code",
+                &parcels,
+                "",
+            )
+            .await?;
+            units.extend(land_units.into_iter().map(|(u,)| u));
+        }
+        let changed = reg.engine.reevaluate_units(&mut tx, &units, &actor).await?;
+        tx.commit().await?;
+        publish(published, changed).await?
+    };
     tracing::debug!(
         feed = feed.name(),
         events = events.len(),
         last,
-        changed = changed.len(),
+        parts,
+        changed,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "applied feed events"
     );
-    if !changed.is_empty() && published.send(changed).await.is_err() {
+    Ok(())
+}
+
+/// Hands committed cases to the publisher; returns how many.
+async fn publish(
+    published: &Publisher,
+    changed: Vec<tongjiao_proto::registration::Case>,
+) -> anyhow::Result<usize> {
+    let n = changed.len();
+    if n > 0 && published.send(changed).await.is_err() {
         anyhow::bail!("the workflow publisher stopped");
     }
-    Ok(())
+    Ok(n)
 }
 
 /// How many transactions to apply a batch in: one, unless the batch holds only facts of single
@@ -554,11 +554,7 @@ async fn apply_part(
     facts.write(&mut tx).await?;
     let changed = reg.engine.reevaluate_units(&mut tx, &units, actor).await?;
     tx.commit().await?;
-    let n = changed.len();
-    if n > 0 && published.send(changed).await.is_err() {
-        anyhow::bail!("the workflow publisher stopped");
-    }
-    Ok(n)
+    publish(published, changed).await
 }
 
 fn filing_name(kind: i32) -> &'static str {

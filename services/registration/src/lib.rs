@@ -122,10 +122,13 @@ impl Registration {
             .clone()
             .filter(|d| *d <= today);
         let mut tx = self.engine.db.begin().await?;
-        let (changed, covered) = self.engine.lapse_overdue(&mut tx, since.as_deref()).await?;
+        let changed = self
+            .engine
+            .lapse_overdue(&mut tx, &today, since.as_deref())
+            .await?;
         tx.commit().await?;
         if let Ok(mut swept) = self.swept_before.lock() {
-            *swept = Some(covered);
+            *swept = Some(today);
         }
         let n = changed.len();
         if n > 0 {
