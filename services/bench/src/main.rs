@@ -349,7 +349,6 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
     let binaries = procs::locate_binaries(args.build_services)?;
     let mut fleet = Fleet::default();
     let common: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", env.db_url.clone()),
         ("TONGJIAO_JWT_PUBLIC_KEY", public.display().to_string()),
         ("TONGJIAO_JWT_KEY_ID", keys.kid.clone()),
         ("TONGJIAO_JWT_ISSUER", ISSUER.into()),
@@ -359,6 +358,13 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
     for name in procs::SERVICES {
         let port = procs::free_port()?;
         let mut env_vars = common.clone();
+        // Each service's PostgreSQL sessions carry its name (pg_stat_activity, and the per-service
+        // split of PostgreSQL's CPU in the report).
+        let sep = if env.db_url.contains('?') { '&' } else { '?' };
+        env_vars.push((
+            "DATABASE_URL",
+            format!("{}{sep}application_name=tongjiao-{name}", env.db_url),
+        ));
         if name == "registration" {
             env_vars.extend([
                 ("REDIS_URL", env.redis_url.clone()),
@@ -382,10 +388,12 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
         urls.insert(name, url);
     }
     let meter = CpuMeter::new(&fleet);
+    let backend_watch = meter.watch_backends(&env.db_url);
     let machine = procs::machine();
     let (pg_version, redis_version) = versions(env).await;
 
     let outcome = measure(args, env, &urls, &issuer, meter, counters, channels).await;
+    backend_watch.abort();
     let (floors_result, mut suite, checks) = match outcome {
         Ok(v) => v,
         Err(e) => {
@@ -418,7 +426,7 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
     fleet.stop();
 
     let mut notes = vec![
-        "CPU seconds: utime+stime from /proc; postgres = every process named postgres plus its reaped children; bench = this client, which shares the cores".into(),
+        "CPU seconds: utime+stime from /proc; postgres = every process named postgres plus its reaped children (postgres:<service> = the backends of that service's sessions, by application_name); bench = this client, which shares the cores".into(),
         "readiness_visible is measured to the moment the GetHandoverBatch poll that saw every case READY answered (5 ms between polls)".into(),
         "MB = 10^6 bytes; peak RSS = VmHWM of the service process at the end of the run".into(),
     ];

@@ -8,11 +8,13 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use sqlx::{Connection, postgres::PgConnection};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -417,7 +419,8 @@ pub struct CpuSnapshot {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CpuUse {
     /// CPU seconds per process: the four services, `bench` (this client), `postgres` (all its
-    /// processes, reaped children included), `redis-server`.
+    /// processes, reaped children included), `redis-server`; and `postgres:<service>`, the part of
+    /// PostgreSQL's CPU spent in the backends of that service's sessions (by application_name).
     pub cpu_s: BTreeMap<String, f64>,
     /// Wall seconds between the snapshots.
     pub wall_s: f64,
@@ -429,6 +432,9 @@ pub struct CpuUse {
 pub struct CpuMeter {
     pids: Vec<(String, u32)>,
     tick: f64,
+    /// PostgreSQL backend pid → the service whose session it serves (its application_name),
+    /// kept current by [`CpuMeter::watch_backends`].
+    backends: Arc<Mutex<BTreeMap<u32, String>>>,
 }
 
 impl CpuMeter {
@@ -442,7 +448,39 @@ impl CpuMeter {
         CpuMeter {
             pids,
             tick: clock_ticks(),
+            backends: Arc::default(),
         }
+    }
+
+    /// Keeps the map of the services' PostgreSQL backends current (pools open connections as load
+    /// grows), so that PostgreSQL's CPU can be split by the service it worked for. Ends with the
+    /// returned task's abort or when the database goes.
+    pub fn watch_backends(&self, db_url: &str) -> tokio::task::JoinHandle<()> {
+        let backends = self.backends.clone();
+        let url = db_url.to_owned();
+        tokio::spawn(async move {
+            let Ok(mut conn) = PgConnection::connect(&url).await else {
+                return;
+            };
+            loop {
+                let rows: Result<Vec<(i32, String)>, _> = sqlx::query_as(
+                    "SELECT pid, application_name FROM pg_stat_activity \
+                     WHERE datname = current_database() AND application_name LIKE 'tongjiao-%'",
+                )
+                .fetch_all(&mut conn)
+                .await;
+                let Ok(rows) = rows else { return };
+                if let Ok(mut map) = backends.lock() {
+                    for (pid, app) in rows {
+                        if let Ok(pid) = u32::try_from(pid) {
+                            let service = app.trim_start_matches("tongjiao-");
+                            map.insert(pid, format!("postgres:{service}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
     }
 
     pub fn snapshot(&self) -> CpuSnapshot {
@@ -451,6 +489,15 @@ impl CpuMeter {
             ticks.insert(name.clone(), proc_ticks(*pid).map(|t| t.0).unwrap_or(0));
         }
         ticks.insert("postgres".into(), ticks_by_comm("postgres"));
+        // A backend's own ticks, by the service it serves. A backend that ended between two
+        // snapshots drops out of the split (not of "postgres" above, which counts reaped children).
+        if let Ok(map) = self.backends.lock() {
+            for (pid, service) in map.iter() {
+                if let Some((own, _)) = proc_ticks(*pid) {
+                    *ticks.entry(service.clone()).or_insert(0) += own;
+                }
+            }
+        }
         ticks.insert("redis-server".into(), ticks_by_comm("redis-server"));
         CpuSnapshot {
             at: Instant::now(),

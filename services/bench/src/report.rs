@@ -480,6 +480,38 @@ pub fn render(r: &Report) -> String {
         o.push_str(&format!("{:>7.0}%\n", p.cpu.machine_busy * 100.0));
     }
 
+    // PostgreSQL's CPU split by the service whose sessions it served.
+    let pg_cols: Vec<&str> = ["survey-data", "acceptance", "tax-status", "registration"]
+        .into_iter()
+        .filter(|c| {
+            r.phases
+                .iter()
+                .any(|p| p.cpu.cpu_s.contains_key(&format!("postgres:{c}")))
+        })
+        .collect();
+    if !pg_cols.is_empty() {
+        o.push_str("  postgres, by the service it served:\n");
+        o.push_str(&format!("  {:<20} ", "phase"));
+        for c in &pg_cols {
+            o.push_str(&format!("{:>13}", c));
+        }
+        o.push('\n');
+        for p in &r.phases {
+            o.push_str(&format!("  {:<20} ", p.name));
+            for c in &pg_cols {
+                o.push_str(&format!(
+                    "{:>13.2}",
+                    p.cpu
+                        .cpu_s
+                        .get(&format!("postgres:{c}"))
+                        .copied()
+                        .unwrap_or(0.0)
+                ));
+            }
+            o.push('\n');
+        }
+    }
+
     o.push_str("\nSERVICES\n");
     o.push_str(&format!(
         "  {:<14} {:>8} {:>12} {:>14}\n",
