@@ -1497,7 +1497,7 @@ async fn a_tax_feed_applied_again_from_an_old_cursor_changes_nothing() {
     // project-wide and would keep the replay in one transaction.
     let rewound = sqlx::query(
         "UPDATE registration.feed_cursors SET last_sequence = \
-         (SELECT MIN(sequence) - 1 FROM tax.received WHERE kind IN ('deed_tax_paid', 'maintenance_fund_deposited')) \
+         (SELECT MIN(sequence) - 1 FROM tax.events WHERE kind IN ('deed_tax_paid', 'maintenance_fund_deposited')) \
          WHERE feed = 'tax'",
     )
     .execute(db.pool())

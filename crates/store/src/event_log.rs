@@ -25,6 +25,16 @@ pub struct NewEvent {
     pub kind: &'static str,
     pub subject: String,
     pub payload: Vec<u8>,
+    /// Digest of the producer's content when the event id is the producer's (see [`EventLog::recorded`]).
+    pub content_sha256: Option<String>,
+}
+
+/// An event id already in the log, with its content digest and sequence.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordedEvent {
+    pub event_id: String,
+    pub content_sha256: Option<String>,
+    pub sequence: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +45,7 @@ pub struct EventLog {
     head_sql: String,
     lock_sql: String,
     insert_head: String,
+    recorded_head: String,
     committed: Arc<watch::Sender<i64>>,
 }
 
@@ -54,7 +65,10 @@ impl EventLog {
             head_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1"),
             lock_sql: format!("SELECT last_sequence FROM {s}.feed_head WHERE id = 1 FOR UPDATE"),
             insert_head: format!(
-                "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms)"
+                "INSERT INTO {s}.events (sequence, event_id, kind, subject, payload, recorded_at_ms, content_sha256)"
+            ),
+            recorded_head: format!(
+                "SELECT event_id, content_sha256, sequence FROM {s}.events WHERE event_id"
             ),
             committed: Arc::new(committed),
         }
@@ -95,7 +109,7 @@ impl EventLog {
         let first = last - n + 1;
         let recorded = now_ms();
         let mut seqs = Vec::with_capacity(events.len());
-        let mut rows = crate::Rows::with_capacity(6, events.len());
+        let mut rows = crate::Rows::with_capacity(7, events.len());
         for (e, seq) in events.into_iter().zip(first..) {
             seqs.push(seq);
             rows.push([
@@ -105,10 +119,21 @@ impl EventLog {
                 Val::Text(e.subject),
                 Val::Bytes(e.payload),
                 Val::Int(recorded),
+                Val::opt_text(e.content_sha256),
             ]);
         }
         crate::bulk::insert(tx, &self.insert_head, &rows, "").await?;
         Ok(seqs)
+    }
+
+    /// Which of `event_ids` the log already holds (each once), read inside the caller's
+    /// transaction: after [`EventLog::lock`] no other writer can add one of them before it commits.
+    pub async fn recorded(
+        &self,
+        tx: &mut Tx<'_>,
+        event_ids: &[String],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        crate::bulk::fetch_in(tx, &self.recorded_head, event_ids, "").await
     }
 
     /// Tells in-process followers that events up to `sequence` are committed. Call after commit.

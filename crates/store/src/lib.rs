@@ -10,7 +10,7 @@ mod idempotency;
 
 pub use bulk::{Rows, Val};
 pub use db::{Backend, Db, Schema, StoreError, now_ms};
-pub use event_log::{EventLog, NewEvent, StoredEvent};
+pub use event_log::{EventLog, NewEvent, RecordedEvent, StoredEvent};
 pub use idempotency::{Claim, Idempotency, RequestKey, payload_digest};
 pub use sqlx;
 

@@ -37,6 +37,11 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A new empty directory for one test's SQLite sandbox files (the caller removes it).
+pub fn fresh_sqlite_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tj-{tag}-{}", uuid::Uuid::new_v4().simple()))
+}
+
 /// A unique Redis key prefix so parallel tests never see each other's keys.
 pub fn fresh_redis_prefix() -> String {
     format!("tjtest:{}:", uuid::Uuid::new_v4().simple())

@@ -336,5 +336,6 @@ fn event(project_id: &str, now: i64, kind: &'static str, payload: Payload) -> Ne
         kind,
         subject: project_id.to_owned(),
         payload: ev.encode_to_vec(),
+        content_sha256: None,
     }
 }

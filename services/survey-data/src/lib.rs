@@ -226,6 +226,7 @@ impl SurveyData {
             kind: KIND_PUBLISHED,
             subject: project.to_owned(),
             payload: published.encode_to_vec(),
+            content_sha256: None,
         });
         for b in &table.buildings {
             for u in &b.units {
@@ -244,6 +245,7 @@ impl SurveyData {
                     kind: KIND_UNIT,
                     subject: project.to_owned(),
                     payload: event.encode_to_vec(),
+                    content_sha256: None,
                 });
             }
         }

@@ -14,7 +14,7 @@ use tongjiao_store::{
     Db,
     sqlx::{self, AssertSqlSafe},
 };
-use tongjiao_testkit::{RunningServer, TestKeys, authed, fresh_database, spawn};
+use tongjiao_testkit::{RunningServer, TestKeys, authed, fresh_database, fresh_sqlite_dir, spawn};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -1046,14 +1046,7 @@ async fn concurrent_uploads_get_distinct_versions() {
 /// The sandbox runs the same SQL on SQLite: one pass over every RPC there.
 #[tokio::test]
 async fn sqlite_sandbox_backend_runs_the_same_sql() {
-    let dir = std::env::temp_dir().join(format!(
-        "tj-survey-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    ));
+    let dir = fresh_sqlite_dir("survey");
     let db = Db::connect(&format!("sqlite://{}/tongjiao.db", dir.display()), 1)
         .await
         .expect("sqlite");

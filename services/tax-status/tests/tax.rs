@@ -19,7 +19,7 @@ use tongjiao_proto::tax::{
 };
 use tongjiao_server::ServiceSet;
 use tongjiao_store::{Db, EventLog, Schema, sqlx};
-use tongjiao_testkit::{RunningServer, TestKeys, authed, fresh_database, spawn};
+use tongjiao_testkit::{RunningServer, TestKeys, authed, fresh_database, fresh_sqlite_dir, spawn};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -36,8 +36,11 @@ struct Env {
 }
 
 async fn start() -> Env {
-    let url = fresh_database().await;
-    let keys = TestKeys::new();
+    start_on(fresh_database().await, TestKeys::new()).await
+}
+
+/// The service on the database at `url` (PostgreSQL or SQLite), its migrations applied.
+async fn start_on(url: String, keys: TestKeys) -> Env {
     let (db, server) = serve_on(&url, &keys).await;
     let channel = server.channel().await;
     Env {
@@ -166,7 +169,6 @@ impl Env {
     async fn written(&self) -> Vec<i64> {
         let mut counts = Vec::new();
         for table in [
-            "tax.received",
             "tax.deed_tax",
             "tax.maintenance_fund",
             "tax.developer_tax",
@@ -434,7 +436,7 @@ async fn push_records_every_kind_and_queries_answer() {
     assert!(!none.developer_tax_cleared);
     assert!(none.voucher_number.is_empty());
 
-    assert_eq!(env.written().await, vec![6, 3, 1, 1, 1, 6, 6]);
+    assert_eq!(env.written().await, vec![3, 1, 1, 1, 6, 6]);
 
     // The feed carries the bureau's event ids and the same (normalised) payloads.
     let feed = env.feed(0, Role::Registrar).await;
@@ -471,15 +473,7 @@ async fn acks_are_durable_and_survive_a_restart() {
         url, keys, server, ..
     } = env;
     server.stop().await;
-    let (db, server) = serve_on(&url, &keys).await;
-    let channel = server.channel().await;
-    env = Env {
-        url,
-        db,
-        keys,
-        server,
-        channel,
-    };
+    env = start_on(url, keys).await;
     assert_eq!(env.written().await, before);
     let s = env.buyer(&b, Role::Registrar).await.expect("buyer");
     assert_eq!(s.deed_taxes.len(), 3);
@@ -660,7 +654,7 @@ async fn every_invalid_field_is_rejected_and_nothing_is_written() {
     }
     assert_eq!(
         env.written().await,
-        vec![0; 7],
+        vec![0; 6],
         "nothing written for rejected events"
     );
     assert!(env.feed(0, Role::Registrar).await.is_empty());
@@ -715,7 +709,7 @@ async fn invalid_event_mid_stream_is_rejected_and_its_neighbours_accepted() {
             .deed_taxes
             .is_empty()
     );
-    assert_eq!(env.written().await, vec![2, 2, 0, 0, 0, 2, 2]);
+    assert_eq!(env.written().await, vec![2, 0, 0, 0, 2, 2]);
     // A corrected resend of the rejected event is accepted.
     let acks = env
         .push(vec![deed("A-2", &unit(2), &resident(2), 100, "V2")])
@@ -881,6 +875,79 @@ async fn event_id_reused_with_different_content_is_rejected() {
     );
 }
 
+/// A register written before migration 101 (ids kept in `tax.received`, the feed without digests)
+/// still tells a resend from a reused id once upgraded: the migration moves each digest onto its event.
+async fn upgrade_keeps_the_idempotency_record(url: String) {
+    let env = start_on(url, TestKeys::new()).await;
+    let (u, b) = (unit(7), resident(7));
+    let acks = env
+        .push(vec![
+            deed("U-1", &u, &b, 100, "V1"),
+            fund("U-2", &u, 50, "R1"),
+        ])
+        .await;
+    assert!(acks.iter().all(|a| status(a) == AckStatus::Accepted));
+    let Env {
+        url,
+        db,
+        keys,
+        server,
+        ..
+    } = env;
+    server.stop().await;
+    // Back to the layout before 101, with the digests where 100 kept them.
+    for sql in [
+        "CREATE TABLE tax.received (event_id TEXT PRIMARY KEY, content_sha256 TEXT NOT NULL, \
+         kind TEXT NOT NULL, sequence BIGINT NOT NULL, received_at_ms BIGINT NOT NULL)",
+        "INSERT INTO tax.received (event_id, content_sha256, kind, sequence, received_at_ms) \
+         SELECT event_id, content_sha256, kind, sequence, recorded_at_ms FROM tax.events",
+        "UPDATE tax.events SET content_sha256 = NULL",
+        "DELETE FROM tax._sqlx_migrations WHERE version = 101",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(db.pool())
+            .await
+            .expect(sql);
+    }
+    db.pool().close().await;
+    let env = start_on(url, keys).await;
+    let acks = env
+        .push(vec![
+            deed("U-1", &u, &b, 100, "V1"),
+            fund("U-2", &u, 51, "R1"),
+            fund("U-3", &u, 10, "R2"),
+        ])
+        .await;
+    assert_eq!(
+        acks.iter()
+            .map(|a| (status(a), a.sequence))
+            .collect::<Vec<_>>(),
+        vec![
+            (AckStatus::Duplicate, 1),
+            (AckStatus::Rejected, 0),
+            (AckStatus::Accepted, 3),
+        ]
+    );
+    assert_eq!(acks[1].error, REUSED);
+    let gone = sqlx::query("SELECT COUNT(*) FROM tax.received")
+        .fetch_one(env.db.pool())
+        .await;
+    assert!(gone.is_err(), "tax.received is dropped");
+    env.server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upgraded_register_still_tells_resends_from_reused_ids() {
+    upgrade_keeps_the_idempotency_record(fresh_database().await).await;
+}
+
+#[tokio::test]
+async fn an_upgraded_sqlite_sandbox_still_tells_resends_from_reused_ids() {
+    let dir = fresh_sqlite_dir("tax-up");
+    upgrade_keeps_the_idempotency_record(format!("sqlite://{}/tongjiao.db", dir.display())).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn a_second_payment_is_history_and_the_status_does_not_depend_on_order() {
     let env = start().await;
@@ -901,7 +968,7 @@ async fn a_second_payment_is_history_and_the_status_does_not_depend_on_order() {
     assert_eq!(by_buyer.deed_taxes.len(), 1);
     assert_eq!(by_buyer.deed_taxes[0].voucher_number, "QS-EARLY");
     // All three are history: recorded and on the feed.
-    assert_eq!(env.written().await[1], 3);
+    assert_eq!(env.written().await[0], 3);
     let ids: BTreeSet<String> = env
         .feed(0, Role::Auditor)
         .await
@@ -1141,7 +1208,7 @@ async fn concurrent_streams_record_each_event_once() {
         );
     }
     assert_eq!(accepted, 2000);
-    assert_eq!(env.written().await, vec![2000, 2000, 0, 0, 0, 2000, 2000]);
+    assert_eq!(env.written().await, vec![2000, 0, 0, 0, 2000, 2000]);
 }
 
 #[tokio::test]
@@ -1178,7 +1245,7 @@ async fn many_streams_replaying_overlapping_feeds_are_all_acknowledged() {
         assert_eq!(seq, ack.sequence, "{} has one sequence", ack.event_id);
     }
     assert_eq!(accepted, 3000, "each event accepted exactly once");
-    assert_eq!(env.written().await, vec![3000, 3000, 0, 0, 0, 3000, 3000]);
+    assert_eq!(env.written().await, vec![3000, 0, 0, 0, 3000, 3000]);
 }
 
 // === roles, tokens, masking ===
@@ -1199,7 +1266,7 @@ async fn roles_are_enforced() {
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "push as {role}");
     }
-    assert_eq!(env.written().await, vec![0; 7]);
+    assert_eq!(env.written().await, vec![0; 6]);
     for role in [Role::Developer, Role::HousingBureau] {
         assert_eq!(
             env.unit(&unit(1), role).await.unwrap_err().code(),
@@ -1289,7 +1356,7 @@ async fn calls_without_a_token_are_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    assert_eq!(env.written().await, vec![0; 7]);
+    assert_eq!(env.written().await, vec![0; 6]);
 }
 
 #[tokio::test]
@@ -1424,7 +1491,7 @@ async fn a_push_of_20000_events_completes() {
     assert_eq!(acks.last().map(|a| a.sequence), Some(u64::from(n)));
     assert_eq!(
         env.written().await,
-        vec![20_000, 10_000, 5_000, 0, 5_000, 20_000, 20_000]
+        vec![10_000, 5_000, 0, 5_000, 20_000, 20_000]
     );
 }
 
@@ -1433,25 +1500,12 @@ async fn a_push_of_20000_events_completes() {
 /// The `tongjiao dev` sandbox runs the same SQL on SQLite files: push, dedupe, queries and the feed.
 #[tokio::test]
 async fn the_same_sql_runs_on_the_sqlite_sandbox() {
-    let dir = std::env::temp_dir().join(format!(
-        "tj-tax-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos()
-    ));
-    let url = format!("sqlite://{}/tongjiao.db", dir.display());
-    let keys = TestKeys::new();
-    let (db, server) = serve_on(&url, &keys).await;
-    let channel = server.channel().await;
-    let env = Env {
-        url,
-        db,
-        keys,
-        server,
-        channel,
-    };
+    let dir = fresh_sqlite_dir("tax");
+    let env = start_on(
+        format!("sqlite://{}/tongjiao.db", dir.display()),
+        TestKeys::new(),
+    )
+    .await;
     let (u, b) = (unit(1), resident(1));
     let reqs = vec![
         deed("Q-1", &u, &b, 100, "V1"),
@@ -1500,7 +1554,7 @@ async fn the_same_sql_runs_on_the_sqlite_sandbox() {
         b
     );
     assert_eq!(env.feed(1, Role::Registrar).await.len(), 3);
-    assert_eq!(env.written().await, vec![4, 1, 1, 1, 1, 4, 4]);
+    assert_eq!(env.written().await, vec![1, 1, 1, 1, 4, 4]);
     env.server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
