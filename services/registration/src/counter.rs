@@ -540,7 +540,7 @@ impl Issuer {
                 case: Some(shown(&job.claims, &case)),
             };
             replies.push((i, job.key.clone(), reply));
-            case_rows.push(rows::case_values(&next));
+            case_rows.push(rows::case_change_values(&next));
             published.push(case);
         }
         let (certs, cases, log) = (
@@ -618,7 +618,7 @@ impl Issuer {
                 Ok((row, buyers)) => {
                     done_here.insert(job.case_id.as_str());
                     log_rows.push(transfer_log(&row, &job.key.principal, now));
-                    case_rows.push(rows::case_values(&row));
+                    case_rows.push(rows::case_change_values(&row));
                     let case = case_proto(&row, buyers);
                     let reply = pb::RegisterTransferResponse {
                         case: Some(shown(&job.claims, &case)),

@@ -2,7 +2,7 @@
 //! transaction, records every transition, and after commit mirrors the cases to the workflow store.
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, LazyLock, RwLock},
+    sync::{Arc, RwLock},
 };
 
 use sqlx::AssertSqlSafe;
@@ -203,7 +203,7 @@ impl Engine {
                 Val::Text(evaluation.note),
                 Val::Int(now),
             ]);
-            case_rows.push(rows::case_values(&row));
+            case_rows.push(rows::case_change_values(&row));
             changed.push(case_proto(&row, case_buyers));
         }
         write_cases(tx, case_rows, log_rows).await?;
@@ -398,22 +398,28 @@ pub fn evaluate(
     }
 }
 
-static CASE_UPSERT: LazyLock<String> =
-    LazyLock::new(|| format!("INSERT INTO registration.cases ({CASE_COLUMNS})"));
-const CASE_UPSERT_TAIL: &str = " ON CONFLICT (case_id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
-    version = excluded.version, active = excluded.active, lapsed_reason = excluded.lapsed_reason, \
-    certificate_number = excluded.certificate_number, \
-    transfer_registered_at_ms = excluded.transfer_registered_at_ms, updated_at_ms = excluded.updated_at_ms";
+/// Changed cases are updated, not upserted: an `INSERT … ON CONFLICT DO UPDATE` of every column
+/// inserted speculatively, met the key and then updated, and sent seventeen arrays where nine say
+/// what changed. The rows come as a `WITH` list so the one statement reads the same on both backends
+/// (`SELECT * FROM UNNEST(…)` on PostgreSQL, `VALUES …` on SQLite).
+const CASE_UPDATE: &str = "WITH u (case_id, state, missing, version, active, lapsed_reason, \
+    certificate_number, transfer_registered_at_ms, updated_at_ms) AS (";
+const CASE_UPDATE_TAIL: &str = ") UPDATE registration.cases AS c SET state = u.state, missing = u.missing, \
+    version = u.version, active = u.active, lapsed_reason = u.lapsed_reason, \
+    certificate_number = u.certificate_number, \
+    transfer_registered_at_ms = u.transfer_registered_at_ms, updated_at_ms = u.updated_at_ms \
+    FROM u WHERE c.case_id = u.case_id";
 const CASE_LOG: &str =
     "INSERT INTO registration.case_log (case_id, version, state, actor, note, at_ms)";
 
-/// Case rows (new or changed) and their log entries, as parts of one [`bulk::insert_all`].
+/// Changed cases ([`rows::case_change_values`]) and their log entries, as parts of one
+/// [`bulk::insert_all`].
 pub fn case_writes<'a>(cases: &'a Rows, log: &'a Rows) -> [Insert<'a>; 2] {
     [
         Insert {
-            head: &CASE_UPSERT,
+            head: CASE_UPDATE,
             rows: cases,
-            tail: CASE_UPSERT_TAIL,
+            tail: CASE_UPDATE_TAIL,
         },
         Insert {
             head: CASE_LOG,

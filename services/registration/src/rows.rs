@@ -328,6 +328,22 @@ async fn units(tx: &mut Tx<'_>, codes: &[String]) -> Result<HashMap<String, Unit
     Ok(rows.into_iter().map(|u| (u.unit_code.clone(), u)).collect())
 }
 
+/// What a readiness step, a transfer or a certificate changes in an existing case, key first: the
+/// values of [`crate::engine::case_writes`].
+pub fn case_change_values(row: &CaseRow) -> Vec<Val> {
+    vec![
+        Val::Text(row.case_id.clone()),
+        Val::Text(row.state.clone()),
+        Val::Text(row.missing.clone()),
+        Val::Int(row.version),
+        Val::Int(row.active),
+        Val::opt_text(row.lapsed_reason.clone()),
+        Val::opt_text(row.certificate_number.clone()),
+        Val::opt_int(row.transfer_registered_at_ms),
+        Val::Int(row.updated_at_ms),
+    ]
+}
+
 /// A case row as the values of `INSERT … (CASE_COLUMNS)`.
 pub fn case_values(row: &CaseRow) -> Vec<Val> {
     let text = |s: &Option<String>| s.clone().map(Val::Text).unwrap_or(Val::NullText);
