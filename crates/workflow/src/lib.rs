@@ -52,6 +52,7 @@ impl Workflow {
             conn,
             prefix: prefix.to_owned(),
             put: Arc::new(Script::new(PUT_CASE_LUA)),
+            find: Arc::new(Script::new(FIND_LUA)),
         }))
     }
 
@@ -88,18 +89,25 @@ impl Workflow {
         }
     }
 
-    pub async fn cases_by_unit(&self, unit_code: &str) -> Result<Vec<String>, WorkflowError> {
-        match self {
-            Workflow::Redis(r) => r.members(&format!("{}unit:{unit_code}", r.prefix)).await,
-            Workflow::Memory(m) => Ok(m.index(&format!("unit:{unit_code}"))),
-        }
+    /// The cases of a unit with their encoded replies (see [`Found`]).
+    pub async fn cases_by_unit(&self, unit_code: &str) -> Result<Found, WorkflowError> {
+        self.find(&format!("unit:{unit_code}")).await
     }
 
-    pub async fn cases_by_buyer(&self, resident_id: &str) -> Result<Vec<String>, WorkflowError> {
-        let key = buyer_key(resident_id);
+    /// The cases of a buyer with their encoded replies (see [`Found`]).
+    pub async fn cases_by_buyer(&self, resident_id: &str) -> Result<Found, WorkflowError> {
+        self.find(&format!("buyer:{}", buyer_key(resident_id)))
+            .await
+    }
+
+    async fn find(&self, index: &str) -> Result<Found, WorkflowError> {
         match self {
-            Workflow::Redis(r) => r.members(&format!("{}buyer:{key}", r.prefix)).await,
-            Workflow::Memory(m) => Ok(m.index(&format!("buyer:{key}"))),
+            Workflow::Redis(r) => r.find(index).await,
+            Workflow::Memory(m) => {
+                let ids = m.index(index);
+                let replies = m.get_cases(&ids);
+                Ok(ids.into_iter().zip(replies).collect())
+            }
         }
     }
 
@@ -132,6 +140,24 @@ impl Workflow {
     }
 }
 
+/// Case ids of an index set, sorted, each with its encoded `Case` reply (`None` where the store
+/// lacks the case: the register answers for those).
+pub type Found = Vec<(String, Option<Vec<u8>>)>;
+
+/// KEYS: an index set. ARGV: the key prefix. Returns id, reply, id, reply… (a missing reply is nil).
+/// One round trip for a look-up instead of reading the set and then the cases: a counter's look-up
+/// waited on both. The case keys are derived from the set's members, so this assumes one Redis
+/// (not a cluster), as the rest of the store does.
+const FIND_LUA: &str = r#"
+local ids = redis.call('SMEMBERS', KEYS[1])
+local out = {}
+for i, id in ipairs(ids) do
+  out[2 * i - 1] = id
+  out[2 * i] = redis.call('HGET', ARGV[1] .. 'case:' .. id, 'case')
+end
+return out
+"#;
+
 /// KEYS: case hash, batch counts hash, unit index set, buyer index sets...
 /// ARGV: version, state, payload, case id.
 /// A case's unit and buyers never change, so the index sets are written with the case's first
@@ -151,6 +177,7 @@ pub struct RedisWorkflow {
     conn: ConnectionManager,
     prefix: String,
     put: Arc<Script>,
+    find: Arc<Script>,
 }
 
 /// Cases per pipeline: bounded so one huge batch doesn't stall the connection for others.
@@ -224,11 +251,17 @@ impl RedisWorkflow {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
-    async fn members(&self, key: &str) -> Result<Vec<String>, WorkflowError> {
+    async fn find(&self, index: &str) -> Result<Found, WorkflowError> {
         let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn.smembers(key).await?;
-        ids.sort();
-        Ok(ids)
+        // The flat id, reply, id, reply… list decodes pairwise.
+        let mut found: Found = self
+            .find
+            .key(format!("{}{index}", self.prefix))
+            .arg(&self.prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     async fn clear(&self) -> Result<(), WorkflowError> {

@@ -30,13 +30,17 @@ async fn contract(w: Workflow) {
     assert_eq!(got[0].as_deref(), Some(&b"c1@2"[..]));
     assert_eq!(got[1].as_deref(), Some(&b"c2@1"[..]));
     assert_eq!(got[2], None);
+    // A look-up by index returns each case with its reply, in one round trip on Redis.
     assert_eq!(
         w.cases_by_unit("U-c1").await.unwrap(),
-        vec!["c1".to_string()]
+        vec![("c1".to_string(), Some(b"c1@2".to_vec()))]
     );
     assert_eq!(
         w.cases_by_buyer("11010519491231002X").await.unwrap(),
-        vec!["c1".to_string(), "c2".to_string()]
+        vec![
+            ("c1".to_string(), Some(b"c1@2".to_vec())),
+            ("c2".to_string(), Some(b"c2@1".to_vec()))
+        ]
     );
     assert!(
         w.cases_by_buyer("440524188001010014")
@@ -70,6 +74,41 @@ async fn redis_store_keeps_the_contract() {
         .await
         .unwrap_or_else(|e| panic!("Redis is required at {url}: {e}"));
     contract(w).await;
+}
+
+/// An index member whose case is gone (evicted, or deleted by hand) comes back without a reply, so
+/// the caller reads that case from the register.
+#[tokio::test]
+async fn a_redis_look_up_names_a_case_whose_reply_is_gone() {
+    let url = tongjiao_testkit::redis_url();
+    let prefix = tongjiao_testkit::fresh_redis_prefix();
+    let w = Workflow::redis(&url, &prefix)
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required at {url}: {e}"));
+    assert!(w.put_case(&snap("c9", "b9", 1, "pending")).await.unwrap());
+    assert!(w.put_case(&snap("c8", "b9", 1, "pending")).await.unwrap());
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}case:c9"))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(
+        w.cases_by_unit("U-c9").await.unwrap(),
+        vec![("c9".to_string(), None)]
+    );
+    assert_eq!(
+        w.cases_by_buyer("11010519491231002X").await.unwrap(),
+        vec![
+            ("c8".to_string(), Some(b"c8@1".to_vec())),
+            ("c9".to_string(), None)
+        ]
+    );
+    w.clear().await.unwrap();
 }
 
 #[tokio::test]

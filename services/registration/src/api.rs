@@ -19,6 +19,7 @@ use tongjiao_server::{
     require_role, timestamp_ms,
 };
 use tongjiao_store::{StoreError, Tx};
+use tongjiao_workflow::Found;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -235,12 +236,19 @@ impl Registration {
                 vec![None; ids.len()]
             }
         };
-        let mut out = Vec::with_capacity(ids.len());
+        self.cases_from(ids.iter().cloned().zip(cached).collect())
+            .await
+    }
+
+    /// Decodes the replies the workflow store had and reads the rest from the register (repairing
+    /// the store as it goes).
+    async fn cases_from(&self, found: Found) -> Result<Vec<pb::Case>, ApiError> {
+        let mut out = Vec::with_capacity(found.len());
         let mut missing = Vec::new();
-        for (id, bytes) in ids.iter().zip(cached) {
+        for (id, bytes) in found {
             match bytes.and_then(|b| pb::Case::decode(b.as_slice()).ok()) {
                 Some(c) => out.push(c),
-                None => missing.push(id.clone()),
+                None => missing.push(id),
             }
         }
         if !missing.is_empty() {
@@ -1249,7 +1257,7 @@ impl Registration {
             &[Role::Developer, Role::Registrar, Role::Clerk, Role::Auditor],
         )?;
         use pb::find_cases_request::Key;
-        let (ids, pg_sql, key) = match &req.get_ref().key {
+        let (found, pg_sql, key) = match &req.get_ref().key {
             Some(Key::UnitCode(u)) => {
                 let u = u
                     .parse::<UnitCode>()
@@ -1277,8 +1285,8 @@ impl Registration {
                 ));
             }
         };
-        let ids = match ids {
-            Ok(ids) if !ids.is_empty() => ids,
+        let found = match found {
+            Ok(found) if !found.is_empty() => found,
             // Empty or unavailable workflow state: the register answers.
             _ => sqlx::query_as::<_, (String,)>(pg_sql)
                 .bind(&key)
@@ -1286,11 +1294,11 @@ impl Registration {
                 .await
                 .map_err(StoreError::from)?
                 .into_iter()
-                .map(|(i,)| i)
+                .map(|(i,)| (i, None))
                 .collect(),
         };
         let mut out = Vec::new();
-        for case in self.cases(&ids).await? {
+        for case in self.cases_from(found).await? {
             if self.check_case_access(&claims, &case).await.is_ok() {
                 out.push(self.shown(&claims, case));
             }
