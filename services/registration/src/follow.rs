@@ -9,12 +9,15 @@ use std::{
 use futures::StreamExt;
 use sqlx::AssertSqlSafe;
 use tongjiao_proto::{acceptance as acc, survey, tax};
-use tongjiao_store::{Backend, StoreError, Tx};
+use tongjiao_store::{
+    Backend, Rows, StoreError, Tx,
+    bulk::{self, Insert},
+};
 use tonic::{Request, transport::Channel};
 
 use crate::{
     Registration,
-    rows::{self, insert_rows},
+    rows::{self, Val},
 };
 
 type Publisher = tokio::sync::mpsc::Sender<Vec<tongjiao_proto::registration::Case>>;
@@ -322,101 +325,98 @@ impl Facts {
 
     async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         use rows::Val::{Int, Text};
-        insert_rows(
-            tx,
-            "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count)",
-            self.tables
-                .into_iter()
-                .map(|(p, (v, parcel, n))| vec![Text(p), Int(v), Text(parcel), Int(n)])
-                .collect(),
-            " ON CONFLICT (project_id) DO UPDATE SET latest_version = excluded.latest_version, \
+        // Every table's rows in one statement (one round trip; see `bulk::insert_all`).
+        let parts: [(&str, Vec<Vec<Val>>, &str); 7] = [
+            (
+                "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count)",
+                self.tables
+                    .into_iter()
+                    .map(|(p, (v, parcel, n))| vec![Text(p), Int(v), Text(parcel), Int(n)])
+                    .collect(),
+                " ON CONFLICT (project_id) DO UPDATE SET latest_version = excluded.latest_version, \
              parcel_code = excluded.parcel_code, unit_count = excluded.unit_count \
              WHERE excluded.latest_version > registration.building_tables.latest_version",
-        )
-        .await?;
-        insert_rows(
-            tx,
-            "INSERT INTO registration.units (unit_code, project_id, table_version, building_number, room_number, \
+            ),
+            (
+                "INSERT INTO registration.units (unit_code, project_id, table_version, building_number, room_number, \
              floor_number, location, planned_usage, structure, total_floors, gfa_centi, internal_centi, shared_centi)",
-            self.units
-                .into_values()
-                .map(|(project, u)| {
-                    vec![
-                        Text(u.unit_code),
-                        Text(project),
-                        Int(i64::from(u.table_version)),
-                        Int(i64::from(u.building_number)),
-                        Text(u.room_number),
-                        Int(i64::from(u.floor_number)),
-                        Text(u.location),
-                        Text(u.planned_usage),
-                        Int(i64::from(u.structure)),
-                        Int(i64::from(u.total_floors)),
-                        Int(u.measured_gfa_centi_sqm),
-                        Int(u.internal_area_centi_sqm),
-                        Int(u.shared_area_centi_sqm),
-                    ]
-                })
-                .collect(),
-            " ON CONFLICT (unit_code) DO UPDATE SET project_id = excluded.project_id, table_version = excluded.table_version, \
+                self.units
+                    .into_values()
+                    .map(|(project, u)| {
+                        vec![
+                            Text(u.unit_code),
+                            Text(project),
+                            Int(i64::from(u.table_version)),
+                            Int(i64::from(u.building_number)),
+                            Text(u.room_number),
+                            Int(i64::from(u.floor_number)),
+                            Text(u.location),
+                            Text(u.planned_usage),
+                            Int(i64::from(u.structure)),
+                            Int(i64::from(u.total_floors)),
+                            Int(u.measured_gfa_centi_sqm),
+                            Int(u.internal_area_centi_sqm),
+                            Int(u.shared_area_centi_sqm),
+                        ]
+                    })
+                    .collect(),
+                " ON CONFLICT (unit_code) DO UPDATE SET project_id = excluded.project_id, table_version = excluded.table_version, \
              building_number = excluded.building_number, room_number = excluded.room_number, floor_number = excluded.floor_number, \
              location = excluded.location, planned_usage = excluded.planned_usage, structure = excluded.structure, \
              total_floors = excluded.total_floors, gfa_centi = excluded.gfa_centi, internal_centi = excluded.internal_centi, \
              shared_centi = excluded.shared_centi WHERE excluded.table_version >= registration.units.table_version",
-        )
-        .await?;
-        insert_rows(
-            tx,
-            "INSERT INTO registration.gates (project_id, complete, missing)",
-            self.gates
-                .into_iter()
-                .map(|(p, (c, m))| vec![Text(p), Int(c), Text(m)])
-                .collect(),
-            " ON CONFLICT (project_id) DO UPDATE SET complete = excluded.complete, missing = excluded.missing",
-        )
-        .await?;
-        // Tax facts only ever accumulate: the first record of a fact stands.
-        insert_rows(
-            tx,
-            "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number)",
-            self.deed_taxes
-                .into_iter()
-                .map(|((u, b), v)| vec![Text(u), Text(b), Text(v)])
-                .collect(),
-            " ON CONFLICT (unit_code, buyer_id) DO NOTHING",
-        )
-        .await?;
-        insert_rows(
-            tx,
-            "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number)",
-            self.funds
-                .into_iter()
-                .map(|(u, (a, r))| vec![Text(u), Int(a), Text(r)])
-                .collect(),
-            " ON CONFLICT (unit_code) DO NOTHING",
-        )
-        .await?;
-        insert_rows(
-            tx,
-            "INSERT INTO registration.developer_taxes (project_id, credit_code, voucher_number)",
-            self.developer_taxes
-                .into_iter()
-                .map(|(p, (c, v))| vec![Text(p), Text(c), Text(v)])
-                .collect(),
-            " ON CONFLICT (project_id) DO NOTHING",
-        )
-        .await?;
-        insert_rows(
-            tx,
-            "INSERT INTO registration.land_fees (parcel_code, voucher_number)",
-            self.land_fees
-                .into_iter()
-                .map(|(p, v)| vec![Text(p), Text(v)])
-                .collect(),
-            " ON CONFLICT (parcel_code) DO NOTHING",
-        )
-        .await?;
-        Ok(())
+            ),
+            (
+                "INSERT INTO registration.gates (project_id, complete, missing)",
+                self.gates
+                    .into_iter()
+                    .map(|(p, (c, m))| vec![Text(p), Int(c), Text(m)])
+                    .collect(),
+                " ON CONFLICT (project_id) DO UPDATE SET complete = excluded.complete, missing = excluded.missing",
+            ),
+            // Tax facts only ever accumulate: the first record of a fact stands.
+            (
+                "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number)",
+                self.deed_taxes
+                    .into_iter()
+                    .map(|((u, b), v)| vec![Text(u), Text(b), Text(v)])
+                    .collect(),
+                " ON CONFLICT (unit_code, buyer_id) DO NOTHING",
+            ),
+            (
+                "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number)",
+                self.funds
+                    .into_iter()
+                    .map(|(u, (a, r))| vec![Text(u), Int(a), Text(r)])
+                    .collect(),
+                " ON CONFLICT (unit_code) DO NOTHING",
+            ),
+            (
+                "INSERT INTO registration.developer_taxes (project_id, credit_code, voucher_number)",
+                self.developer_taxes
+                    .into_iter()
+                    .map(|(p, (c, v))| vec![Text(p), Text(c), Text(v)])
+                    .collect(),
+                " ON CONFLICT (project_id) DO NOTHING",
+            ),
+            (
+                "INSERT INTO registration.land_fees (parcel_code, voucher_number)",
+                self.land_fees
+                    .into_iter()
+                    .map(|(p, v)| vec![Text(p), Text(v)])
+                    .collect(),
+                " ON CONFLICT (parcel_code) DO NOTHING",
+            ),
+        ];
+        let parts: Vec<(&str, Rows, &str)> = parts
+            .into_iter()
+            .map(|(head, rows, tail)| (head, Rows::from(rows), tail))
+            .collect();
+        let inserts: Vec<Insert<'_>> = parts
+            .iter()
+            .map(|(head, rows, tail)| Insert { head, rows, tail })
+            .collect();
+        bulk::insert_all(tx, &inserts).await
     }
 }
 
