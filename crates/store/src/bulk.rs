@@ -268,6 +268,7 @@ fn pg_bind(args: &mut Args, rows: &[&[Val]], width: usize) -> Result<(), StoreEr
 }
 
 /// One insert of [`insert_all`]: `head` and `tail` as for [`insert`].
+#[derive(Clone, Copy)]
 pub struct Insert<'a> {
     pub head: &'a str,
     pub rows: &'a Rows,

@@ -3,9 +3,9 @@
 //! 2. look the batch's event ids up in the feed (`tax.events`, which keeps each event's content
 //!    digest): those are DUPLICATE (same digest) or REJECTED (different digest), nothing written for
 //!    them;
-//! 3. one INSERT per table of the new facts (each table in event-id order);
-//! 4. one `EventLog::append` for all new events, each with its digest;
-//! 5. commit, notify followers, and only then build the acks, one per request, in arrival order.
+//! 3. reserve the new events' sequences and write them with their digests, together with the new
+//!    facts (each table in event-id order), in one statement (`EventLog::append_with`);
+//! 4. commit, notify followers, and only then build the acks, one per request, in arrival order.
 //!
 //! The feed is the idempotency record: a separate table of received ids (`tax.received`, dropped by
 //! migration 101) repeated the event id, digest and sequence of every event, and its insert was a
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use prost::Message;
 use tongjiao_proto::tax::{AckStatus, PushCompletionsResponse, TaxEvent};
 use tongjiao_server::{ApiError, timestamp_ms};
-use tongjiao_store::{NewEvent, Rows, StoreError, Tx, Val, bulk, now_ms};
+use tongjiao_store::{NewEvent, Rows, StoreError, Val, bulk::Insert, now_ms};
 
 use crate::{
     TaxStatus,
@@ -139,7 +139,7 @@ impl TaxStatus {
         }
 
         let recorded = now_ms();
-        self.insert_facts(&mut tx, &fresh, recorded).await?;
+        let facts = FactRows::of(&fresh, recorded);
         let events = fresh
             .iter()
             .map(|ev| NewEvent {
@@ -156,7 +156,10 @@ impl TaxStatus {
                 content_sha256: Some(ev.content_sha256.clone()),
             })
             .collect();
-        let seqs = self.log.append(&mut tx, events).await?;
+        let seqs = self
+            .log
+            .append_with(&mut tx, events, &facts.inserts())
+            .await?;
         if seqs.len() != fresh.len() {
             return Err(
                 StoreError::Corrupt("feed append returned too few sequences".into()).into(),
@@ -188,21 +191,28 @@ impl TaxStatus {
         }
         Ok(known)
     }
+}
 
-    /// Inserts the facts, each table's rows in event-id order (a writer that bypassed the head lock
-    /// would wait on the same keys in the same order rather than deadlock).
-    async fn insert_facts(
-        &self,
-        tx: &mut Tx<'_>,
-        fresh: &[&ValidEvent],
-        recorded: i64,
-    ) -> Result<(), BatchError> {
+/// The new facts of a batch, one set of rows per table, each table's rows in event-id order (a
+/// writer that bypassed the head lock would wait on the same keys in the same order rather than
+/// deadlock). They are written by the same statement as the feed events.
+struct FactRows {
+    deed: Rows,
+    fund: Rows,
+    developer: Rows,
+    land: Rows,
+}
+
+impl FactRows {
+    fn of(fresh: &[&ValidEvent], recorded: i64) -> FactRows {
         let mut sorted: Vec<&ValidEvent> = fresh.to_vec();
         sorted.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
-        let mut deed = Rows::new(9);
-        let mut fund = Rows::new(6);
-        let mut developer = Rows::new(6);
-        let mut land = Rows::new(6);
+        let mut rows = FactRows {
+            deed: Rows::new(9),
+            fund: Rows::new(6),
+            developer: Rows::new(6),
+            land: Rows::new(6),
+        };
         for ev in sorted {
             let id = Val::Text(ev.event_id.clone());
             let occurred = Val::opt_int(ev.occurred_at_ms);
@@ -215,7 +225,7 @@ impl TaxStatus {
                     voucher_number,
                     relieved,
                     relief_basis,
-                } => deed.push([
+                } => rows.deed.push([
                     id,
                     Val::Text(unit_code.as_str().to_owned()),
                     Val::Text(buyer_id.as_str().to_owned()),
@@ -230,7 +240,7 @@ impl TaxStatus {
                     unit_code,
                     amount,
                     receipt_number,
-                } => fund.push([
+                } => rows.fund.push([
                     id,
                     Val::Text(unit_code.as_str().to_owned()),
                     Val::Int(amount.fen()),
@@ -242,7 +252,7 @@ impl TaxStatus {
                     project_id,
                     developer_credit_code,
                     voucher_number,
-                } => developer.push([
+                } => rows.developer.push([
                     id,
                     Val::Text(project_id.as_str().to_owned()),
                     Val::Text(developer_credit_code.as_str().to_owned()),
@@ -254,7 +264,7 @@ impl TaxStatus {
                     parcel_code,
                     amount,
                     voucher_number,
-                } => land.push([
+                } => rows.land.push([
                     id,
                     Val::Text(parcel_code.as_str().to_owned()),
                     Val::Int(amount.fen()),
@@ -264,31 +274,36 @@ impl TaxStatus {
                 ]),
             }
         }
-        for (head, rows) in [
-            (
-                "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
-                 relieved, relief_basis, occurred_at_ms, recorded_at_ms)",
-                &deed,
-            ),
-            (
-                "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
-                 occurred_at_ms, recorded_at_ms)",
-                &fund,
-            ),
-            (
-                "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
-                 voucher_number, occurred_at_ms, recorded_at_ms)",
-                &developer,
-            ),
-            (
-                "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
-                 occurred_at_ms, recorded_at_ms)",
-                &land,
-            ),
-        ] {
-            bulk::insert(tx, head, rows, "").await?;
-        }
-        Ok(())
+        rows
+    }
+
+    fn inserts(&self) -> [Insert<'_>; 4] {
+        [
+            Insert {
+                head: "INSERT INTO tax.deed_tax (event_id, unit_code, buyer_id, amount_fen, voucher_number, \
+                       relieved, relief_basis, occurred_at_ms, recorded_at_ms)",
+                rows: &self.deed,
+                tail: "",
+            },
+            Insert {
+                head: "INSERT INTO tax.maintenance_fund (event_id, unit_code, amount_fen, receipt_number, \
+                       occurred_at_ms, recorded_at_ms)",
+                rows: &self.fund,
+                tail: "",
+            },
+            Insert {
+                head: "INSERT INTO tax.developer_tax (event_id, project_id, developer_credit_code, \
+                       voucher_number, occurred_at_ms, recorded_at_ms)",
+                rows: &self.developer,
+                tail: "",
+            },
+            Insert {
+                head: "INSERT INTO tax.land_fees (event_id, parcel_code, amount_fen, voucher_number, \
+                       occurred_at_ms, recorded_at_ms)",
+                rows: &self.land,
+                tail: "",
+            },
+        ]
     }
 }
 
