@@ -10,7 +10,7 @@ mod validate;
 
 use std::pin::Pin;
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesOrdered};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -36,6 +36,8 @@ const BATCH: usize = 1000;
 /// Validated events buffered between the stream reader and the writer, so the next batch fills up
 /// while the current one commits.
 const PIPELINE: usize = 4 * BATCH;
+/// Batches of one stream written at once (see `run_push`).
+const IN_FLIGHT: usize = 2;
 
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -74,32 +76,30 @@ impl TaxStatus {
             .add_service(TaxStatusServiceServer::with_interceptor(self, auth));
     }
 
-    /// Writes batches of whatever the reader has ready and sends their acknowledgements, until the
-    /// client half-closes, the client goes away, or a write fails (then nothing of that batch was
-    /// acknowledged and the client resends it).
+    /// Writes batches of whatever the reader has ready and sends their acknowledgements, in order,
+    /// until the client half-closes, the client goes away, or a write fails (then nothing of that
+    /// batch was acknowledged and the client resends it; a later batch that committed meanwhile is
+    /// not acknowledged either, and its resend is answered DUPLICATE).
+    ///
+    /// Up to `IN_FLIGHT` batches run at once: the next one is gathered and opens its transaction
+    /// while the current one writes and commits, so neither the acknowledgements nor the gather nor
+    /// the BEGIN round trip sit between two commits. A batch takes the feed head's lock only after
+    /// the one before it finished (see `write_batch`), so a stream's events still get sequences in
+    /// arrival order and each batch sees what the previous one recorded.
     async fn run_push(
         self,
         mut items: mpsc::Receiver<Result<validate::Item, Status>>,
         out: mpsc::Sender<Result<PushCompletionsResponse, Status>>,
     ) {
-        let mut batch = Vec::with_capacity(BATCH);
-        // Waits for one event, then takes whatever else is already queued, up to BATCH. (Not
-        // `ready_chunks` over a ReceiverStream: tokio's cooperative budget makes that stream report
-        // Pending after 128 items, which capped batches at 128.)
-        while items.recv_many(&mut batch, BATCH).await > 0 {
-            let mut ready = Vec::with_capacity(batch.len());
-            let mut broken = None;
-            for item in batch.drain(..) {
-                match item {
-                    Ok(i) => ready.push(i),
-                    Err(status) => {
-                        broken = Some(status);
-                        break;
-                    }
-                }
-            }
-            if !ready.is_empty() {
-                match self.write_batch(&ready).await {
+        let mut in_flight = FuturesOrdered::new();
+        let mut previous: Option<push::Finished> = None;
+        let mut broken: Option<Status> = None;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                // Acknowledge finished batches first: their callers wait on them.
+                biased;
+                Some(written) = in_flight.next(), if !in_flight.is_empty() => match written {
                     Ok(acks) => {
                         for ack in acks {
                             if out.send(Ok(ack)).await.is_err() {
@@ -111,15 +111,55 @@ impl TaxStatus {
                         let _ = out.send(Err(Status::from(e))).await;
                         return;
                     }
-                }
-            }
-            if let Some(status) = broken {
-                tracing::info!(%status, "completion feed stream ended with an error");
-                let _ = out.send(Err(status)).await;
-                return;
+                },
+                // Waits for one event, then takes whatever else is already queued, up to BATCH.
+                // (Not `ready_chunks` over a ReceiverStream: tokio's cooperative budget makes that
+                // stream report Pending after 128 items, which capped batches at 128.)
+                ready = next_batch(&mut items), if open && in_flight.len() < IN_FLIGHT => {
+                    let (ready, status) = ready;
+                    if ready.is_empty() && status.is_none() {
+                        open = false;
+                    }
+                    if !ready.is_empty() {
+                        let me = self.clone();
+                        let (finished, next) = tokio::sync::oneshot::channel::<()>();
+                        let after = previous.replace(next);
+                        in_flight.push_back(async move {
+                            let written = me.write_batch(&ready, after).await;
+                            drop(finished);
+                            written
+                        });
+                    }
+                    if status.is_some() {
+                        broken = status;
+                        open = false;
+                    }
+                },
+                else => break,
             }
         }
+        if let Some(status) = broken {
+            tracing::info!(%status, "completion feed stream ended with an error");
+            let _ = out.send(Err(status)).await;
+        }
     }
+}
+
+/// The next batch of valid and invalid items, up to BATCH; with the reader's error if it ended with
+/// one (the items before it still count). Empty and no error: the client half-closed.
+async fn next_batch(
+    items: &mut mpsc::Receiver<Result<validate::Item, Status>>,
+) -> (Vec<validate::Item>, Option<Status>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    items.recv_many(&mut batch, BATCH).await;
+    let mut ready = Vec::with_capacity(batch.len());
+    for item in batch {
+        match item {
+            Ok(i) => ready.push(i),
+            Err(status) => return (ready, Some(status)),
+        }
+    }
+    (ready, None)
 }
 
 /// Reads the client's stream, validating each event, into the writer's queue.

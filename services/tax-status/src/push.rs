@@ -34,6 +34,9 @@ const ATTEMPTS: usize = 5;
 
 pub(crate) const REUSED: &str = "event_id reused with different content (事件编号重复但内容不同)";
 
+/// Resolves when a batch's write has ended: the batch holds the sending half and drops it.
+pub(crate) type Finished = tokio::sync::oneshot::Receiver<()>;
+
 /// Why one attempt at a batch did not commit.
 enum BatchError {
     /// Another stream committed one of our new event ids meanwhile; the next attempt sees it.
@@ -70,15 +73,20 @@ struct Known {
 impl TaxStatus {
     /// Writes one batch and returns its acknowledgements, one per item, in order. On error nothing of
     /// the batch was committed and nothing may be acknowledged.
+    ///
+    /// `after` is the previous batch of the same stream: this one opens its transaction at once but
+    /// takes the feed head's lock (and looks its ids up) only once that batch has finished, so a
+    /// stream's events get sequences in arrival order and the first content of an id wins.
     pub(crate) async fn write_batch(
         &self,
         items: &[Item],
+        mut after: Option<Finished>,
     ) -> Result<Vec<PushCompletionsResponse>, ApiError> {
         let mut attempt = 0;
-        loop {
+        let written = loop {
             attempt += 1;
-            match self.try_batch(items).await {
-                Ok(known) => return acks(items, &known),
+            match self.try_batch(items, &mut after).await {
+                Ok(known) => break acks(items, &known),
                 Err(BatchError::Raced) if attempt < ATTEMPTS => {
                     tracing::info!(
                         attempt,
@@ -86,17 +94,27 @@ impl TaxStatus {
                     );
                 }
                 Err(BatchError::Raced) => {
-                    return Err(ApiError::Unavailable(
+                    break Err(ApiError::Unavailable(
                         "event ids are being recorded by another stream; resend (事件正由其他推送写入，请重发)"
                             .into(),
                     ));
                 }
-                Err(BatchError::Store(e)) => return Err(e.into()),
+                Err(BatchError::Store(e)) => break Err(e.into()),
             }
+        };
+        // A batch that wrote nothing (only invalid items) or failed before the lock still ends after
+        // the one before it, so the next batch never overtakes that one.
+        if let Some(previous) = after.take() {
+            let _ = previous.await;
         }
+        written
     }
 
-    async fn try_batch(&self, items: &[Item]) -> Result<HashMap<String, Known>, BatchError> {
+    async fn try_batch(
+        &self,
+        items: &[Item],
+        after: &mut Option<Finished>,
+    ) -> Result<HashMap<String, Known>, BatchError> {
         // First valid occurrence of each event id, in arrival order.
         let mut firsts: Vec<&ValidEvent> = Vec::new();
         let mut first_index: HashMap<&str, usize> = HashMap::new();
@@ -115,6 +133,10 @@ impl TaxStatus {
 
         let started = std::time::Instant::now();
         let mut tx = self.db.begin().await?;
+        if let Some(previous) = after.take() {
+            // Resolves when the previous batch's future ends, whatever its outcome.
+            let _ = previous.await;
+        }
         self.log.lock(&mut tx).await?;
         let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
         for r in self.log.recorded(&mut tx, &ids).await? {
