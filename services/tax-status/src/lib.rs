@@ -81,11 +81,11 @@ impl TaxStatus {
     /// batch was acknowledged and the client resends it; a later batch that committed meanwhile is
     /// not acknowledged either, and its resend is answered DUPLICATE).
     ///
-    /// Up to `IN_FLIGHT` batches run at once: the next one is gathered and opens its transaction
-    /// while the current one writes and commits, so neither the acknowledgements nor the gather nor
-    /// the BEGIN round trip sit between two commits. A batch takes the feed head's lock only after
-    /// the one before it finished (see `write_batch`), so a stream's events still get sequences in
-    /// arrival order and each batch sees what the previous one recorded.
+    /// Up to `IN_FLIGHT` batches run at once: the next one is gathered and grouped while the current
+    /// one writes and commits, and starts the moment it finished, so neither the acknowledgements
+    /// nor the gather sit between two commits. A batch opens its transaction only after the one
+    /// before it finished (see `write_batch`), so a stream's events still get sequences in arrival
+    /// order and each batch sees what the previous one recorded.
     async fn run_push(
         self,
         mut items: mpsc::Receiver<Result<validate::Item, Status>>,

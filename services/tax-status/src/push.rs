@@ -74,9 +74,10 @@ impl TaxStatus {
     /// Writes one batch and returns its acknowledgements, one per item, in order. On error nothing of
     /// the batch was committed and nothing may be acknowledged.
     ///
-    /// `after` is the previous batch of the same stream: this one opens its transaction at once but
-    /// takes the feed head's lock (and looks its ids up) only once that batch has finished, so a
-    /// stream's events get sequences in arrival order and the first content of an id wins.
+    /// `after` is the previous batch of the same stream: this one is validated and grouped at once
+    /// but opens its transaction, takes the feed head's lock and looks its ids up only once that
+    /// batch has finished, so a stream's events get sequences in arrival order and the first content
+    /// of an id wins.
     pub(crate) async fn write_batch(
         &self,
         items: &[Item],
@@ -131,12 +132,14 @@ impl TaxStatus {
             return Ok(known);
         }
 
-        let started = std::time::Instant::now();
-        let mut tx = self.db.begin().await?;
+        // Resolves when the previous batch's future ends, whatever its outcome. Awaited before this
+        // batch takes a connection: a small pool (the sandbox has one connection for everything)
+        // must not give it to this batch while the previous one still waits for one.
         if let Some(previous) = after.take() {
-            // Resolves when the previous batch's future ends, whatever its outcome.
             let _ = previous.await;
         }
+        let started = std::time::Instant::now();
+        let mut tx = self.db.begin().await?;
         self.log.lock(&mut tx).await?;
         let ids: Vec<String> = firsts.iter().map(|ev| ev.event_id.clone()).collect();
         for r in self.log.recorded(&mut tx, &ids).await? {
