@@ -1350,6 +1350,17 @@ async fn sixteen_counters_handing_over_one_case_yield_one_certificate() {
     );
 }
 
+/// The next reply of a server reflection stream.
+async fn next_reflection(
+    replies: &mut tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
+) -> Option<tonic_reflection::pb::v1::server_reflection_response::MessageResponse> {
+    replies
+        .message()
+        .await
+        .expect("reflection reply")
+        .and_then(|r| r.message_response)
+}
+
 /// What an integrator's tool (grpcurl, Postman, a bank's generated client) sees through server
 /// reflection: the registration service with the counter calls and their request fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1382,13 +1393,8 @@ async fn reflection_shows_the_counter_calls_to_any_client() {
         .expect("reflection without a token")
         .into_inner();
 
-    let listed = match replies
-        .message()
-        .await
-        .expect("reply")
-        .map(|r| r.message_response)
-    {
-        Some(Some(MessageResponse::ListServicesResponse(l))) => l.service,
+    let listed = match next_reflection(&mut replies).await {
+        Some(MessageResponse::ListServicesResponse(l)) => l.service,
         other => panic!("no service list: {other:?}"),
     };
     let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
@@ -1398,13 +1404,8 @@ async fn reflection_shows_the_counter_calls_to_any_client() {
     );
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
-    let files = match replies
-        .message()
-        .await
-        .expect("reply")
-        .map(|r| r.message_response)
-    {
-        Some(Some(MessageResponse::FileDescriptorResponse(f))) => f.file_descriptor_proto,
+    let files = match next_reflection(&mut replies).await {
+        Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
         other => panic!("no descriptor: {other:?}"),
     };
     let files: Vec<prost_types::FileDescriptorProto> = files

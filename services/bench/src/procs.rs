@@ -432,9 +432,9 @@ pub struct CpuUse {
 pub struct CpuMeter {
     pids: Vec<(String, u32)>,
     tick: f64,
-    /// PostgreSQL backend pid → the service whose session it serves (its application_name),
-    /// kept current by [`CpuMeter::watch_backends`].
-    backends: Arc<Mutex<BTreeMap<u32, String>>>,
+    /// PostgreSQL backend pid → the service whose session it serves (its application_name) and
+    /// the backend's own ticks when first seen, kept current by [`CpuMeter::watch_backends`].
+    backends: Arc<Mutex<BTreeMap<u32, (String, u64)>>>,
 }
 
 impl CpuMeter {
@@ -473,8 +473,13 @@ impl CpuMeter {
                 if let Ok(mut map) = backends.lock() {
                     for (pid, app) in rows {
                         if let Ok(pid) = u32::try_from(pid) {
-                            let service = app.trim_start_matches("tongjiao-");
-                            map.insert(pid, format!("postgres:{service}"));
+                            // Counted from when first seen, not from the backend's start: a
+                            // connection opened mid-phase must not bring its earlier ticks along.
+                            map.entry(pid).or_insert_with(|| {
+                                let service = app.trim_start_matches("tongjiao-");
+                                let seen = proc_ticks(pid).map_or(0, |t| t.0);
+                                (format!("postgres:{service}"), seen)
+                            });
                         }
                     }
                 }
@@ -492,9 +497,9 @@ impl CpuMeter {
         // A backend's own ticks, by the service it serves. A backend that ended between two
         // snapshots drops out of the split (not of "postgres" above, which counts reaped children).
         if let Ok(map) = self.backends.lock() {
-            for (pid, service) in map.iter() {
+            for (pid, (service, seen)) in map.iter() {
                 if let Some((own, _)) = proc_ticks(*pid) {
-                    *ticks.entry(service.clone()).or_insert(0) += own;
+                    *ticks.entry(service.clone()).or_insert(0) += own.saturating_sub(*seen);
                 }
             }
         }

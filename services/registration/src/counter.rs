@@ -29,8 +29,8 @@ use tongjiao_store::{
 use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
-    engine::{Engine, case_facts, case_writes, evaluate, land_parcels},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val},
+    engine::{Engine, Publisher, case_facts, case_writes, evaluate, land_parcels},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, Measured, ProjectRow, Val},
 };
 
 /// Requests settled in one transaction at most.
@@ -219,6 +219,7 @@ async fn load<R>(
     tx: &mut Tx<'_>,
     jobs: &[Job<R>],
     leaders: &[usize],
+    measured: Measured,
 ) -> Result<Loaded, StoreError> {
     let db = &engine.db;
     // Lock the cases in one order, so two replicas' batches never deadlock.
@@ -241,8 +242,14 @@ async fn load<R>(
         .collect();
     let projects = engine.projects(tx, &project_ids).await?;
     let unit_codes: Vec<String> = cases.values().map(|c| c.unit_code.clone()).collect();
-    let (buyers, facts) =
-        rows::buyers_and_facts(tx, &case_ids, &unit_codes, &land_parcels(&projects)).await?;
+    let (buyers, facts) = rows::buyers_and_facts(
+        tx,
+        &case_ids,
+        &unit_codes,
+        &land_parcels(&projects),
+        measured,
+    )
+    .await?;
     Ok(Loaded {
         cases,
         projects,
@@ -303,7 +310,7 @@ fn shown(claims: &Claims, case: &pb::Case) -> pb::Case {
 /// An issuer with the queue of its committed cases.
 struct Worker {
     issuer: Issuer,
-    published: mpsc::Sender<Vec<pb::Case>>,
+    published: Publisher,
 }
 
 impl Worker {
@@ -339,7 +346,8 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let loaded = load(&self.engine, &mut tx, jobs, &leaders).await?;
+        // A certificate prints the unit's measured data.
+        let loaded = load(&self.engine, &mut tx, jobs, &leaders, Measured::Read).await?;
         let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let Loaded {
             cases,
@@ -584,7 +592,7 @@ impl Issuer {
             (0..jobs.len()).map(|_| None).collect();
         let (leaders, follows) = leaders(jobs);
         let mut tx = db.begin().await?;
-        let loaded = load(&self.engine, &mut tx, jobs, &leaders).await?;
+        let loaded = load(&self.engine, &mut tx, jobs, &leaders, Measured::Skip).await?;
         let fresh = judge_seen(&self.idem, &mut tx, jobs, &leaders, &mut outcomes).await?;
         let today = self.engine.clock.today();
         let now = self.engine.clock.now_ms();

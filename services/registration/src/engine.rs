@@ -41,6 +41,9 @@ pub struct Engine {
     pub settled_projects: Arc<RwLock<HashMap<String, ProjectRow>>>,
 }
 
+/// Where committed cases go to be mirrored (see [`Engine::spawn_publisher`]).
+pub type Publisher = mpsc::Sender<Vec<pb::Case>>;
+
 /// States whose readiness still moves with the facts.
 const LIVE_STATES: &str = "('pending', 'ready')";
 
@@ -170,8 +173,14 @@ impl Engine {
             .collect();
         let projects = self.projects(tx, &project_ids).await?;
         let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
-        let (buyers, facts) =
-            rows::buyers_and_facts(tx, &ids, &units, &land_parcels(&projects)).await?;
+        let (buyers, facts) = rows::buyers_and_facts(
+            tx,
+            &ids,
+            &units,
+            &land_parcels(&projects),
+            rows::Measured::Skip,
+        )
+        .await?;
         let today = self.clock.today();
         let now = self.clock.now_ms();
         let mut changed = Vec::new();
@@ -232,7 +241,7 @@ impl Engine {
     /// its cases here goes on to its next transaction while the workflow store catches up; the
     /// store is a version-guarded mirror, so only order per writer matters, and `queue` batches in
     /// flight bound how far a writer runs ahead of it.
-    pub fn spawn_publisher(&self, queue: usize) -> mpsc::Sender<Vec<pb::Case>> {
+    pub fn spawn_publisher(&self, queue: usize) -> Publisher {
         let (published, mut to_publish) = mpsc::channel::<Vec<pb::Case>>(queue);
         let engine = self.clone();
         tokio::spawn(async move {

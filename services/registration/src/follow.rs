@@ -17,10 +17,9 @@ use tonic::{Request, transport::Channel};
 
 use crate::{
     Registration,
+    engine::Publisher,
     rows::{self, Val},
 };
-
-type Publisher = tokio::sync::mpsc::Sender<Vec<tongjiao_proto::registration::Case>>;
 
 /// Events applied in one transaction at most. A backlog (a tax bureau's burst) fills whole batches:
 /// the larger the batch, the more of a case's facts arrive together and cost one re-evaluation and

@@ -172,9 +172,19 @@ pub async fn unit_facts(
     parcels: &[String],
 ) -> Result<UnitFacts, StoreError> {
     if tongjiao_store::bulk::is_postgres(tx) {
-        return Ok(buyers_and_facts(tx, &[], units, parcels).await?.1);
+        return Ok(buyers_and_facts(tx, &[], units, parcels, Measured::Skip)
+            .await?
+            .1);
     }
-    unit_facts_each(tx, units, parcels).await
+    unit_facts_each(tx, units, parcels, Measured::Skip).await
+}
+
+/// Whether to read the units' measured data ([`UnitFacts::measured`]): only a certificate prints
+/// it, and the feed follower and transfers would decode nine columns per unit for nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    Read,
+    Skip,
 }
 
 /// [`unit_facts`] with one query per fact table.
@@ -182,6 +192,7 @@ async fn unit_facts_each(
     tx: &mut Tx<'_>,
     unit_codes: &[String],
     parcels: &[String],
+    measured: Measured,
 ) -> Result<UnitFacts, StoreError> {
     let surveyed: Vec<(String, String)> = fetch_in(
         tx,
@@ -216,7 +227,10 @@ async fn unit_facts_each(
         funds: funds.into_iter().map(|(u,)| u).collect(),
         deed_taxes: taxes.into_iter().collect(),
         land_fees: fees.into_iter().map(|(p,)| p).collect(),
-        measured: units(tx, unit_codes).await?,
+        measured: match measured {
+            Measured::Read => units(tx, unit_codes).await?,
+            Measured::Skip => HashMap::new(),
+        },
     })
 }
 
@@ -242,31 +256,45 @@ pub async fn buyers_and_facts(
     case_ids: &[String],
     units: &[String],
     parcels: &[String],
+    measured: Measured,
 ) -> Result<(HashMap<String, Vec<BuyerRow>>, UnitFacts), StoreError> {
     if !tongjiao_store::bulk::is_postgres(tx) {
         let buyers = buyers_of(tx, case_ids).await?;
-        return Ok((buyers, unit_facts_each(tx, units, parcels).await?));
+        return Ok((buyers, unit_facts_each(tx, units, parcels, measured).await?));
     }
     use tongjiao_store::bulk::text_array;
-    // Every branch yields (tag, key, three texts, six numbers).
-    let rows: Vec<FactRow> = sqlx::query_as(
-        "SELECT 'b', case_id, name, resident_id, '', position, share_bp, 0, 0, 0, 0 \
-             FROM registration.case_buyers WHERE case_id IN (SELECT unnest($1::text[])) \
-         UNION ALL SELECT 'u', unit_code, project_id, location, planned_usage, floor_number, structure, \
-             total_floors, gfa_centi, internal_centi, shared_centi \
-             FROM registration.units WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 'f', unit_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.maintenance_funds \
-             WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 't', unit_code, buyer_id, '', '', 0, 0, 0, 0, 0, 0 FROM registration.deed_taxes \
-             WHERE unit_code IN (SELECT unnest($2::text[])) \
-         UNION ALL SELECT 'l', parcel_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.land_fees \
-             WHERE parcel_code IN (SELECT unnest($3::text[]))",
-    )
-    .bind(text_array(case_ids))
-    .bind(text_array(units))
-    .bind(text_array(parcels))
-    .fetch_all(&mut **tx)
-    .await?;
+    // Every branch yields (tag, key, three texts, six numbers); the units' branch carries the
+    // measured data only when asked.
+    macro_rules! union_with_units {
+        ($units:literal) => {
+            concat!(
+                "SELECT 'b', case_id, name, resident_id, '', position, share_bp, 0, 0, 0, 0 \
+                     FROM registration.case_buyers WHERE case_id IN (SELECT unnest($1::text[])) \
+                 UNION ALL SELECT 'u', unit_code, project_id, ",
+                $units,
+                " FROM registration.units WHERE unit_code IN (SELECT unnest($2::text[])) \
+                 UNION ALL SELECT 'f', unit_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.maintenance_funds \
+                     WHERE unit_code IN (SELECT unnest($2::text[])) \
+                 UNION ALL SELECT 't', unit_code, buyer_id, '', '', 0, 0, 0, 0, 0, 0 FROM registration.deed_taxes \
+                     WHERE unit_code IN (SELECT unnest($2::text[])) \
+                 UNION ALL SELECT 'l', parcel_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.land_fees \
+                     WHERE parcel_code IN (SELECT unnest($3::text[]))"
+            )
+        };
+    }
+    let sql = match measured {
+        Measured::Read => union_with_units!(
+            "location, planned_usage, floor_number, structure, total_floors, gfa_centi, \
+             internal_centi, shared_centi"
+        ),
+        Measured::Skip => union_with_units!("'', '', 0, 0, 0, 0, 0, 0"),
+    };
+    let rows: Vec<FactRow> = sqlx::query_as(sql)
+        .bind(text_array(case_ids))
+        .bind(text_array(units))
+        .bind(text_array(parcels))
+        .fetch_all(&mut **tx)
+        .await?;
     let mut buyers: HashMap<String, Vec<BuyerRow>> = HashMap::new();
     let mut facts = UnitFacts::default();
     for (tag, key, a, b, c, n, m, i, j, k, l) in rows {
@@ -279,20 +307,22 @@ pub async fn buyers_and_facts(
                 share_bp: m,
             }),
             "u" => {
-                facts.measured.insert(
-                    key.clone(),
-                    UnitRow {
-                        unit_code: key.clone(),
-                        floor_number: n,
-                        location: b,
-                        planned_usage: c,
-                        structure: m,
-                        total_floors: i,
-                        gfa_centi: j,
-                        internal_centi: k,
-                        shared_centi: l,
-                    },
-                );
+                if measured == Measured::Read {
+                    facts.measured.insert(
+                        key.clone(),
+                        UnitRow {
+                            unit_code: key.clone(),
+                            floor_number: n,
+                            location: b,
+                            planned_usage: c,
+                            structure: m,
+                            total_floors: i,
+                            gfa_centi: j,
+                            internal_centi: k,
+                            shared_centi: l,
+                        },
+                    );
+                }
                 facts.surveyed.insert(key, a);
             }
             "f" => {
@@ -346,7 +376,6 @@ pub fn case_change_values(row: &CaseRow) -> Vec<Val> {
 
 /// A case row as the values of `INSERT … (CASE_COLUMNS)`.
 pub fn case_values(row: &CaseRow) -> Vec<Val> {
-    let text = |s: &Option<String>| s.clone().map(Val::Text).unwrap_or(Val::NullText);
     vec![
         Val::Text(row.case_id.clone()),
         Val::Text(row.batch_id.clone()),
@@ -361,11 +390,9 @@ pub fn case_values(row: &CaseRow) -> Vec<Val> {
         Val::Int(row.active),
         Val::Text(row.material_deadline.clone()),
         Val::Text(row.handover_date.clone()),
-        text(&row.lapsed_reason),
-        text(&row.certificate_number),
-        row.transfer_registered_at_ms
-            .map(Val::Int)
-            .unwrap_or(Val::NullInt),
+        Val::opt_text(row.lapsed_reason.clone()),
+        Val::opt_text(row.certificate_number.clone()),
+        Val::opt_int(row.transfer_registered_at_ms),
         Val::Int(row.updated_at_ms),
     ]
 }

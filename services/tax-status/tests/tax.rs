@@ -317,6 +317,11 @@ fn status(a: &PushCompletionsResponse) -> AckStatus {
     AckStatus::try_from(a.status).expect("known ack status")
 }
 
+/// Each ack's status and sequence, in order.
+fn outcomes(acks: &[PushCompletionsResponse]) -> Vec<(AckStatus, u64)> {
+    acks.iter().map(|a| (status(a), a.sequence)).collect()
+}
+
 fn bad_fields(s: &Status) -> Vec<String> {
     s.get_error_details()
         .bad_request()
@@ -919,9 +924,7 @@ async fn upgrade_keeps_the_idempotency_record(url: String) {
         ])
         .await;
     assert_eq!(
-        acks.iter()
-            .map(|a| (status(a), a.sequence))
-            .collect::<Vec<_>>(),
+        outcomes(&acks),
         vec![
             (AckStatus::Duplicate, 1),
             (AckStatus::Rejected, 0),
@@ -1518,9 +1521,7 @@ async fn the_same_sql_runs_on_the_sqlite_sandbox() {
     ];
     let acks = env.push(reqs).await;
     assert_eq!(
-        acks.iter()
-            .map(|a| (status(a), a.sequence))
-            .collect::<Vec<_>>(),
+        outcomes(&acks),
         vec![
             (AckStatus::Accepted, 1),
             (AckStatus::Rejected, 0),
