@@ -125,6 +125,22 @@ impl Suite {
 
     /// Starts (or restarts) the registration service on a new port.
     pub async fn start_registration(&mut self) {
+        let (server, background) = self.registration_replica().await;
+        self.background = background;
+        self.registration = Some(server);
+    }
+
+    /// Stops registration's feed followers and sweeper; its API keeps serving.
+    pub async fn stop_followers(&mut self) {
+        for t in self.background.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// One more registration process on the same register and workflow store, with its own
+    /// followers, as a second replica behind a load balancer would run.
+    pub async fn registration_replica(&self) -> (RunningServer, Vec<JoinHandle<()>>) {
         let db = Db::connect(&self.db_url, 8)
             .await
             .expect("connect registration db");
@@ -151,18 +167,15 @@ impl Suite {
         let registration = Registration::build(db, workflow, config)
             .await
             .expect("build registration");
-        self.background = registration.start_background();
+        let background = registration.start_background();
         let mut set = ServiceSet::new();
         registration.register(&mut set, self.keys.authenticator());
-        self.registration = Some(spawn(set).await);
+        (spawn(set).await, background)
     }
 
     /// Stops registration and its followers, as a crash or a redeploy would.
     pub async fn stop_registration(&mut self) {
-        for t in self.background.drain(..) {
-            t.abort();
-            let _ = t.await;
-        }
+        self.stop_followers().await;
         if let Some(r) = self.registration.take() {
             r.stop().await;
         }

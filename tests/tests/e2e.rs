@@ -1556,3 +1556,68 @@ async fn a_clock_set_back_after_a_sweep_still_lapses_what_falls_overdue() {
     let counts = wait_batch(&suite, &batch.batch_id, |c| c.lapsed == 2).await;
     assert_eq!(counts.ready, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_remembering_facts_still_sees_what_another_replica_recorded() {
+    // Registration remembers the buyers and tax facts it saw committed and reads the register for
+    // anything else. Replica A follows the first half of the tax feed, one fact of every unit, and
+    // so remembers those; then only replica B follows. A's counter must still find every case
+    // ready, from the facts B recorded.
+    let mut suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-014", 2, 6);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    let mut seen = HashSet::new();
+    let (first, second): (Vec<_>, Vec<_>) = sc
+        .tax_events()
+        .into_iter()
+        .partition(|e| seen.insert(unit_of(e)));
+    push_tax(&suite, first).await;
+    let db = register_db(&suite).await;
+    eventually("replica A followed the first half", 30, || {
+        let db = &db;
+        async move {
+            let (cursor, head): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT last_sequence FROM registration.feed_cursors WHERE feed = 'tax'), \
+                        (SELECT MAX(sequence) FROM tax.events)",
+            )
+            .fetch_one(db.pool())
+            .await
+            .ok()?;
+            (cursor == head).then_some(())
+        }
+    })
+    .await;
+    let counts = wait_batch(&suite, &batch.batch_id, |c| {
+        c.pending as usize == sc.cases.len()
+    })
+    .await;
+    assert_eq!(counts.ready, 0, "one fact per unit readies no case");
+    // A remembers each case's buyers and first fact now; the counter must not take that for all.
+    for c in &sc.cases {
+        let case = find_by_unit(&suite, &c.unit_code).await;
+        let refused = register(&suite, &case.case_id, &format!("early-{}", c.unit_code))
+            .await
+            .expect_err("a case missing facts is not transferred");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+
+    suite.stop_followers().await;
+    let (replica_b, followers_b) = suite.registration_replica().await;
+    push_tax(&suite, second).await;
+    wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    for (i, c) in sc.cases.iter().enumerate() {
+        let case = find_by_unit(&suite, &c.unit_code).await;
+        let done = transfer_and_issue(&suite, &case.case_id, &format!("hand-{i}"))
+            .await
+            .unwrap_or_else(|s| panic!("replica A refused {}: {s:?}", c.unit_code));
+        assert!(done.certificate.is_some(), "{}", c.unit_code);
+    }
+    for t in followers_b {
+        t.abort();
+    }
+    replica_b.stop().await;
+}

@@ -29,7 +29,8 @@ use tongjiao_store::{
 use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
-    engine::{Engine, Publisher, case_facts, case_writes, evaluate, land_parcels},
+    engine::{Engine, Publisher, ReadFacts, case_facts, case_writes, evaluate},
+    known::KnownFacts,
     rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, Measured, ProjectRow, Val},
 };
 
@@ -212,6 +213,8 @@ struct Loaded {
     projects: HashMap<String, ProjectRow>,
     buyers: HashMap<String, Vec<BuyerRow>>,
     facts: rows::UnitFacts,
+    /// To remember once the batch committed.
+    learned: KnownFacts,
 }
 
 async fn load<R>(
@@ -241,20 +244,20 @@ async fn load<R>(
         .into_iter()
         .collect();
     let projects = engine.projects(tx, &project_ids).await?;
-    let unit_codes: Vec<String> = cases.values().map(|c| c.unit_code.clone()).collect();
-    let (buyers, facts) = rows::buyers_and_facts(
-        tx,
-        &case_ids,
-        &unit_codes,
-        &land_parcels(&projects),
-        measured,
-    )
-    .await?;
+    let refs: Vec<&CaseRow> = cases.values().collect();
+    let ReadFacts {
+        buyers,
+        facts,
+        learned,
+    } = engine
+        .read_facts(tx, &refs, &projects, &KnownFacts::default(), measured)
+        .await?;
     Ok(Loaded {
         cases,
         projects,
         buyers,
         facts,
+        learned,
     })
 }
 
@@ -354,6 +357,7 @@ impl Issuer {
             projects,
             facts,
             buyers,
+            ..
         } = &loaded;
 
         // Judge each request in arrival order; a case can be issued once even if asked twice here.
@@ -571,6 +575,7 @@ impl Issuer {
             &mut outcomes,
         )
         .await?;
+        self.engine.remember(loaded.learned);
         if done > 0 {
             tracing::info!(
                 certificates = done,
@@ -647,6 +652,7 @@ impl Issuer {
             &mut outcomes,
         )
         .await?;
+        self.engine.remember(loaded.learned);
         if done > 0 {
             tracing::info!(
                 cases = done,

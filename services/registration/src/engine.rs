@@ -20,7 +20,8 @@ use tongjiao_workflow::{CaseSnapshot, Workflow};
 use crate::{
     config::Clock,
     convert::{case_proto, encode_missing},
-    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, ProjectRow, Val},
+    known::{KNOWN_MAX, KnownFacts},
+    rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, Measured, ProjectRow, UnitFacts, Val},
 };
 
 /// A case that changed, for batch watchers.
@@ -39,6 +40,16 @@ pub struct Engine {
     /// Projects whose 首次登记 is complete: nothing changes such a row any more, so the counter
     /// and the feed follower read it from here instead of spending a round trip per batch.
     pub settled_projects: Arc<RwLock<HashMap<String, ProjectRow>>>,
+    /// Buyers and tax facts known present (see [`KnownFacts`]).
+    pub known: Arc<RwLock<KnownFacts>>,
+}
+
+/// What [`Engine::read_facts`] found.
+pub struct ReadFacts {
+    pub buyers: HashMap<String, Vec<BuyerRow>>,
+    pub facts: UnitFacts,
+    /// What the read learned, for [`Engine::remember`] once the transaction committed.
+    pub learned: KnownFacts,
 }
 
 /// Where committed cases go to be mirrored (see [`Engine::spawn_publisher`]).
@@ -91,22 +102,97 @@ impl Engine {
         Ok(found)
     }
 
-    /// Re-evaluates the live cases on these units.
+    /// The buyers of `cases` and the facts about their units. A case whose buyers and tax facts are
+    /// all known present (remembered, or in `recorded`: what this transaction wrote) costs only the
+    /// read of its unit's survey row; the others are read from the register in full. One statement
+    /// either way.
+    pub async fn read_facts(
+        &self,
+        tx: &mut Tx<'_>,
+        cases: &[&CaseRow],
+        projects: &HashMap<String, ProjectRow>,
+        recorded: &KnownFacts,
+        measured: Measured,
+    ) -> Result<ReadFacts, StoreError> {
+        let mut buyers: HashMap<String, Vec<BuyerRow>> = HashMap::with_capacity(cases.len());
+        let mut known = UnitFacts::default();
+        let mut unknown: Vec<&CaseRow> = Vec::new();
+        {
+            let memory = self.known.read().unwrap_or_else(|p| p.into_inner());
+            for &case in cases {
+                let project = projects.get(&case.project_id);
+                match (memory.complete(case, project, recorded), project) {
+                    (Some(list), Some(project)) => {
+                        buyers.insert(case.case_id.clone(), list.to_vec());
+                        memory.fill(case, project, &mut known);
+                    }
+                    _ => unknown.push(case),
+                }
+            }
+        }
+        let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
+        let ids: Vec<String> = unknown.iter().map(|c| c.case_id.clone()).collect();
+        let taxed: Vec<String> = unknown.iter().map(|c| c.unit_code.clone()).collect();
+        let parcels: Vec<String> = unknown
+            .iter()
+            .filter_map(|c| projects.get(&c.project_id))
+            .filter(|p| p.is_land())
+            .map(|p| p.parcel_code.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let (read_buyers, mut facts) =
+            rows::buyers_and_facts(tx, &ids, &units, &taxed, &parcels, measured).await?;
+        let mut learned = recorded.clone();
+        learned.buyers.clear();
+        learned.funds.extend(facts.funds.iter().cloned());
+        learned.deed_taxes.extend(facts.deed_taxes.iter().cloned());
+        learned.land_fees.extend(facts.land_fees.iter().cloned());
+        for id in ids {
+            let list = read_buyers.get(&id).cloned().unwrap_or_default();
+            learned.buyers.insert(id.clone(), list.clone());
+            buyers.insert(id, list);
+        }
+        facts.funds.extend(known.funds);
+        facts.deed_taxes.extend(known.deed_taxes);
+        facts.land_fees.extend(known.land_fees);
+        Ok(ReadFacts {
+            buyers,
+            facts,
+            learned,
+        })
+    }
+
+    /// Remembers what a committed transaction read or wrote (see [`KnownFacts`]).
+    pub fn remember(&self, learned: KnownFacts) {
+        if learned.is_empty() {
+            return;
+        }
+        let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if memory.len() + learned.len() > KNOWN_MAX {
+            *memory = KnownFacts::default();
+        }
+        memory.merge(learned);
+    }
+
+    /// Re-evaluates the live cases on these units. `recorded` holds the tax facts this transaction
+    /// wrote; the returned facts are to be remembered once it committed.
     pub async fn reevaluate_units(
         &self,
         tx: &mut Tx<'_>,
         units: &[String],
         actor: &str,
-    ) -> Result<Vec<pb::Case>, StoreError> {
+        recorded: &KnownFacts,
+    ) -> Result<(Vec<pb::Case>, KnownFacts), StoreError> {
         if units.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), KnownFacts::default()));
         }
         let prefix = format!(
             "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state IN {LIVE_STATES} AND unit_code"
         );
         let suffix = format!(" ORDER BY case_id{}", self.db.for_update());
         let cases: Vec<CaseRow> = rows::fetch_in(tx, &prefix, units, &suffix).await?;
-        self.reevaluate(tx, cases, actor).await
+        self.reevaluate_with(tx, cases, actor, recorded).await
     }
 
     /// Re-evaluates every live case of a project.
@@ -161,10 +247,24 @@ impl Engine {
         cases: Vec<CaseRow>,
         actor: &str,
     ) -> Result<Vec<pb::Case>, StoreError> {
+        Ok(self
+            .reevaluate_with(tx, cases, actor, &KnownFacts::default())
+            .await?
+            .0)
+    }
+
+    /// [`Engine::reevaluate`] with the tax facts this transaction wrote, returning also what to
+    /// remember once it committed (see [`Engine::read_facts`]).
+    pub async fn reevaluate_with(
+        &self,
+        tx: &mut Tx<'_>,
+        cases: Vec<CaseRow>,
+        actor: &str,
+        recorded: &KnownFacts,
+    ) -> Result<(Vec<pb::Case>, KnownFacts), StoreError> {
         if cases.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), KnownFacts::default()));
         }
-        let ids: Vec<String> = cases.iter().map(|c| c.case_id.clone()).collect();
         let project_ids: Vec<String> = cases
             .iter()
             .map(|c| c.project_id.clone())
@@ -172,15 +272,14 @@ impl Engine {
             .into_iter()
             .collect();
         let projects = self.projects(tx, &project_ids).await?;
-        let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
-        let (buyers, facts) = rows::buyers_and_facts(
-            tx,
-            &ids,
-            &units,
-            &land_parcels(&projects),
-            rows::Measured::Skip,
-        )
-        .await?;
+        let refs: Vec<&CaseRow> = cases.iter().collect();
+        let ReadFacts {
+            buyers,
+            facts,
+            learned,
+        } = self
+            .read_facts(tx, &refs, &projects, recorded, Measured::Skip)
+            .await?;
         let today = self.clock.today();
         let now = self.clock.now_ms();
         let mut changed = Vec::new();
@@ -216,7 +315,7 @@ impl Engine {
             changed.push(case_proto(&row, case_buyers));
         }
         write_cases(tx, case_rows, log_rows).await?;
-        Ok(changed)
+        Ok((changed, learned))
     }
 
     /// Mirrors committed cases to the workflow store and tells batch watchers. A workflow store
@@ -446,13 +545,4 @@ pub async fn write_cases(
 ) -> Result<(), StoreError> {
     let (cases, log) = (Rows::from(case_rows), Rows::from(log_rows));
     bulk::insert_all(tx, &case_writes(&cases, &log)).await
-}
-
-/// Parcels of the land projects among `projects` (地证同交 cases need their land fees).
-pub fn land_parcels(projects: &HashMap<String, ProjectRow>) -> Vec<String> {
-    projects
-        .values()
-        .filter(|p| p.is_land())
-        .map(|p| p.parcel_code.clone())
-        .collect()
 }

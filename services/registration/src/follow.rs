@@ -18,6 +18,7 @@ use tonic::{Request, transport::Channel};
 use crate::{
     Registration,
     engine::Publisher,
+    known::KnownFacts,
     rows::{self, Val},
 };
 
@@ -322,6 +323,16 @@ impl Facts {
             .collect()
     }
 
+    /// The tax facts of the batch, as its transaction's own reads will see them.
+    fn recorded(&self) -> KnownFacts {
+        KnownFacts {
+            buyers: Default::default(),
+            funds: self.funds.keys().cloned().collect(),
+            deed_taxes: self.deed_taxes.keys().cloned().collect(),
+            land_fees: self.land_fees.keys().cloned().collect(),
+        }
+    }
+
     async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         use rows::Val::{Int, Text};
         // Every table's rows in one statement (one round trip; see `bulk::insert_all`).
@@ -473,6 +484,7 @@ async fn apply_batch<E: Sequenced>(
         tx.commit().await?;
         changed.iter().sum()
     } else {
+        let recorded = facts.recorded();
         facts.write(&mut tx).await?;
         set_cursor(&mut tx, feed, last).await?;
         let mut units: Vec<String> = touched.units.into_iter().collect();
@@ -488,8 +500,12 @@ async fn apply_batch<E: Sequenced>(
             .await?;
             units.extend(land_units.into_iter().map(|(u,)| u));
         }
-        let changed = reg.engine.reevaluate_units(&mut tx, &units, &actor).await?;
+        let (changed, learned) = reg
+            .engine
+            .reevaluate_units(&mut tx, &units, &actor, &recorded)
+            .await?;
         tx.commit().await?;
+        reg.engine.remember(learned);
         publish(published, changed).await?
     };
     tracing::debug!(
@@ -549,10 +565,15 @@ async fn apply_part(
     actor: &str,
     published: &Publisher,
 ) -> anyhow::Result<usize> {
+    let recorded = facts.recorded();
     let mut tx = reg.engine.db.begin().await?;
     facts.write(&mut tx).await?;
-    let changed = reg.engine.reevaluate_units(&mut tx, &units, actor).await?;
+    let (changed, learned) = reg
+        .engine
+        .reevaluate_units(&mut tx, &units, actor, &recorded)
+        .await?;
     tx.commit().await?;
+    reg.engine.remember(learned);
     publish(published, changed).await
 }
 

@@ -8,6 +8,7 @@ mod convert;
 mod counter;
 mod engine;
 mod follow;
+mod known;
 mod rows;
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ impl Registration {
             clock: config.clock.clone(),
             changes,
             settled_projects: Default::default(),
+            known: Default::default(),
         };
         let config = Arc::new(config);
         let counters = counter::spawn(counter::Issuer {

@@ -172,11 +172,13 @@ pub async fn unit_facts(
     parcels: &[String],
 ) -> Result<UnitFacts, StoreError> {
     if tongjiao_store::bulk::is_postgres(tx) {
-        return Ok(buyers_and_facts(tx, &[], units, parcels, Measured::Skip)
-            .await?
-            .1);
+        return Ok(
+            buyers_and_facts(tx, &[], units, units, parcels, Measured::Skip)
+                .await?
+                .1,
+        );
     }
-    unit_facts_each(tx, units, parcels, Measured::Skip).await
+    unit_facts_each(tx, units, units, parcels, Measured::Skip).await
 }
 
 /// Whether to read the units' measured data ([`UnitFacts::measured`]): only a certificate prints
@@ -191,6 +193,7 @@ pub enum Measured {
 async fn unit_facts_each(
     tx: &mut Tx<'_>,
     unit_codes: &[String],
+    taxed: &[String],
     parcels: &[String],
     measured: Measured,
 ) -> Result<UnitFacts, StoreError> {
@@ -204,14 +207,14 @@ async fn unit_facts_each(
     let funds: Vec<(String,)> = fetch_in(
         tx,
         "SELECT unit_code FROM registration.maintenance_funds WHERE unit_code",
-        unit_codes,
+        taxed,
         "",
     )
     .await?;
     let taxes: Vec<(String, String)> = fetch_in(
         tx,
         "SELECT unit_code, buyer_id FROM registration.deed_taxes WHERE unit_code",
-        unit_codes,
+        taxed,
         "",
     )
     .await?;
@@ -249,18 +252,24 @@ type FactRow = (
     i64,
 );
 
-/// The buyers of some cases and the facts about their units, in one round trip on PostgreSQL: the
-/// counter's batch transaction holds its case locks while it waits on each read.
+/// The buyers of some cases and the facts about units, in one round trip on PostgreSQL: the
+/// counter's batch transaction holds its case locks while it waits on each read. `units` are read
+/// from the survey (surveyed, and measured when asked), `taxed` for their 维修资金 and 契税 facts,
+/// `parcels` for their land fees.
 pub async fn buyers_and_facts(
     tx: &mut Tx<'_>,
     case_ids: &[String],
     units: &[String],
+    taxed: &[String],
     parcels: &[String],
     measured: Measured,
 ) -> Result<(HashMap<String, Vec<BuyerRow>>, UnitFacts), StoreError> {
     if !tongjiao_store::bulk::is_postgres(tx) {
         let buyers = buyers_of(tx, case_ids).await?;
-        return Ok((buyers, unit_facts_each(tx, units, parcels, measured).await?));
+        return Ok((
+            buyers,
+            unit_facts_each(tx, units, taxed, parcels, measured).await?,
+        ));
     }
     use tongjiao_store::bulk::text_array;
     // Every branch yields (tag, key, three texts, six numbers); the units' branch carries the
@@ -274,11 +283,11 @@ pub async fn buyers_and_facts(
                 $units,
                 " FROM registration.units WHERE unit_code IN (SELECT unnest($2::text[])) \
                  UNION ALL SELECT 'f', unit_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.maintenance_funds \
-                     WHERE unit_code IN (SELECT unnest($2::text[])) \
+                     WHERE unit_code IN (SELECT unnest($3::text[])) \
                  UNION ALL SELECT 't', unit_code, buyer_id, '', '', 0, 0, 0, 0, 0, 0 FROM registration.deed_taxes \
-                     WHERE unit_code IN (SELECT unnest($2::text[])) \
+                     WHERE unit_code IN (SELECT unnest($3::text[])) \
                  UNION ALL SELECT 'l', parcel_code, '', '', '', 0, 0, 0, 0, 0, 0 FROM registration.land_fees \
-                     WHERE parcel_code IN (SELECT unnest($3::text[]))"
+                     WHERE parcel_code IN (SELECT unnest($4::text[]))"
             )
         };
     }
@@ -292,6 +301,7 @@ pub async fn buyers_and_facts(
     let rows: Vec<FactRow> = sqlx::query_as(sql)
         .bind(text_array(case_ids))
         .bind(text_array(units))
+        .bind(text_array(taxed))
         .bind(text_array(parcels))
         .fetch_all(&mut **tx)
         .await?;

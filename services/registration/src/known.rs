@@ -1,0 +1,210 @@
+//! Facts that never change once committed, remembered so that later evaluations of the same cases
+//! need not read them again (the feed follower evaluates a case once per tax fact that arrives, and
+//! the counter once more at 转移登记): a case's buyers, written in the case's own transaction and
+//! never changed after, and the tax facts (维修资金, 契税, land fees), kept first-come and never
+//! removed. Only presence is remembered. A fact not remembered is read from the register, so what
+//! another replica recorded is never missed; and nothing is remembered before the transaction that
+//! read or wrote it committed, so nothing is taken for present that a rollback undid.
+use std::collections::{HashMap, HashSet};
+
+use crate::rows::{BuyerRow, CaseRow, ProjectRow, UnitFacts};
+
+/// Buyers by case and present tax facts (see the module documentation).
+#[derive(Default, Debug, Clone)]
+pub struct KnownFacts {
+    pub buyers: HashMap<String, Vec<BuyerRow>>,
+    pub funds: HashSet<String>,
+    /// (unit code, buyer's resident id)
+    pub deed_taxes: HashSet<(String, String)>,
+    /// Parcel codes.
+    pub land_fees: HashSet<String>,
+}
+
+/// Entries remembered at most; past this the memory starts over. A county has far fewer cases
+/// between handover and certificate at a time.
+pub const KNOWN_MAX: usize = 400_000;
+
+impl KnownFacts {
+    pub fn len(&self) -> usize {
+        self.buyers.len() + self.funds.len() + self.deed_taxes.len() + self.land_fees.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn merge(&mut self, other: KnownFacts) {
+        self.buyers.extend(other.buyers);
+        self.funds.extend(other.funds);
+        self.deed_taxes.extend(other.deed_taxes);
+        self.land_fees.extend(other.land_fees);
+    }
+
+    /// The case's buyers when every tax fact its readiness can ask about is known present, here or
+    /// in `recorded` (what the caller's own transaction wrote): then a read of the register would
+    /// answer nothing more, because such facts are never removed. `None` when anything is unknown.
+    pub fn complete(
+        &self,
+        case: &CaseRow,
+        project: Option<&ProjectRow>,
+        recorded: &KnownFacts,
+    ) -> Option<&[BuyerRow]> {
+        let buyers = self.buyers.get(&case.case_id)?;
+        let project = project?;
+        let unit = &case.unit_code;
+        if !(self.funds.contains(unit) || recorded.funds.contains(unit)) {
+            return None;
+        }
+        for b in buyers {
+            let key = (unit.clone(), b.resident_id.clone());
+            if !(self.deed_taxes.contains(&key) || recorded.deed_taxes.contains(&key)) {
+                return None;
+            }
+        }
+        if project.is_land()
+            && !(self.land_fees.contains(&project.parcel_code)
+                || recorded.land_fees.contains(&project.parcel_code))
+        {
+            return None;
+        }
+        Some(buyers)
+    }
+
+    /// Adds the facts `complete` vouched for to `facts`, for the readiness rules.
+    pub fn fill(&self, case: &CaseRow, project: &ProjectRow, facts: &mut UnitFacts) {
+        facts.funds.insert(case.unit_code.clone());
+        if let Some(buyers) = self.buyers.get(&case.case_id) {
+            for b in buyers {
+                facts
+                    .deed_taxes
+                    .insert((case.unit_code.clone(), b.resident_id.clone()));
+            }
+        }
+        if project.is_land() {
+            facts.land_fees.insert(project.parcel_code.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn case(id: &str, unit: &str) -> CaseRow {
+        CaseRow {
+            case_id: id.into(),
+            batch_id: "b".into(),
+            project_id: "p".into(),
+            unit_code: unit.into(),
+            co_ownership: String::new(),
+            contract_number: String::new(),
+            opt_in: 1,
+            state: "pending".into(),
+            missing: String::new(),
+            version: 1,
+            active: 1,
+            material_deadline: "2026-12-31".into(),
+            handover_date: "2026-11-30".into(),
+            lapsed_reason: None,
+            certificate_number: None,
+            transfer_registered_at_ms: None,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn project(kind: &str) -> ProjectRow {
+        ProjectRow {
+            project_id: "p".into(),
+            name: String::new(),
+            kind: kind.into(),
+            county_code: "140827".into(),
+            parcel_code: "parcel".into(),
+            developer_credit_code: String::new(),
+            developer_name: String::new(),
+            agreement_number: String::new(),
+            agreement_signed_on: String::new(),
+            land_usage: String::new(),
+            land_right_nature: String::new(),
+            land_term_start: String::new(),
+            land_term_end: String::new(),
+            parcel_area_centi: 0,
+            first_registration: crate::rows::FIRST_COMPLETED.into(),
+            enrolled_at_ms: 0,
+            first_applied_at_ms: None,
+            first_registered_at_ms: None,
+        }
+    }
+
+    fn buyer(case: &str, id: &str) -> BuyerRow {
+        BuyerRow {
+            case_id: case.into(),
+            position: 0,
+            name: String::new(),
+            resident_id: id.into(),
+            share_bp: 10_000,
+        }
+    }
+
+    proptest! {
+        /// Memory vouches for a case exactly when the fund, every buyer's 契税 and (for land) the
+        /// land fee are each known, from memory or from the caller's own writes.
+        #[test]
+        fn complete_only_when_every_fact_is_known(
+            n_buyers in 0usize..3,
+            land in any::<bool>(),
+            fund in 0u8..3,
+            taxes in proptest::collection::vec(0u8..3, 3),
+            fee in 0u8..3,
+            buyers_known in any::<bool>(),
+        ) {
+            // 0: unknown, 1: remembered, 2: recorded by the caller's transaction.
+            let c = case("c1", "u1");
+            let p = project(if land { crate::rows::KIND_LAND } else { crate::rows::KIND_HOUSING });
+            let ids: Vec<String> = (0..n_buyers).map(|i| format!("id{i}")).collect();
+            let (mut mem, mut rec) = (KnownFacts::default(), KnownFacts::default());
+            if buyers_known {
+                mem.buyers.insert("c1".into(), ids.iter().map(|i| buyer("c1", i)).collect());
+            }
+            let put = |src: u8, mem: &mut KnownFacts, rec: &mut KnownFacts, f: &dyn Fn(&mut KnownFacts)| match src {
+                1 => f(mem),
+                2 => f(rec),
+                _ => {}
+            };
+            put(fund, &mut mem, &mut rec, &|k| { k.funds.insert("u1".into()); });
+            for (i, id) in ids.iter().enumerate() {
+                put(taxes[i], &mut mem, &mut rec, &|k| { k.deed_taxes.insert(("u1".into(), id.clone())); });
+            }
+            put(fee, &mut mem, &mut rec, &|k| { k.land_fees.insert("parcel".into()); });
+            let all_known = buyers_known
+                && fund != 0
+                && taxes[..n_buyers].iter().all(|&t| t != 0)
+                && (!land || fee != 0);
+            prop_assert_eq!(mem.complete(&c, Some(&p), &rec).is_some(), all_known);
+            prop_assert!(mem.complete(&c, None, &rec).is_none());
+            if all_known {
+                let mut facts = UnitFacts::default();
+                mem.fill(&c, &p, &mut facts);
+                prop_assert!(facts.funds.contains("u1"));
+                for id in &ids {
+                    prop_assert!(facts.deed_taxes.contains(&("u1".to_owned(), id.clone())));
+                }
+                prop_assert_eq!(facts.land_fees.contains("parcel"), land);
+            }
+        }
+    }
+
+    #[test]
+    fn merge_adds_and_len_counts_every_entry() {
+        let mut a = KnownFacts::default();
+        a.funds.insert("u1".into());
+        let mut b = KnownFacts::default();
+        b.funds.insert("u2".into());
+        b.deed_taxes.insert(("u2".into(), "id".into()));
+        b.buyers.insert("c".into(), vec![]);
+        a.merge(b);
+        assert_eq!(a.len(), 4);
+        assert!(!a.is_empty());
+    }
+}
