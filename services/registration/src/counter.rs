@@ -287,16 +287,24 @@ fn target<'a, R>(
     Ok((case, project, buyers))
 }
 
-/// Each request's reply: its own, or its leader's.
+/// Each request's reply: its own, or its leader's. A leader's reply is copied only for the
+/// retries that follow it in the same batch, and moved to the leader itself (a certificate reply
+/// is a kilobyte; copying every one was a visible share of the counter path).
 fn fan_out<R: Clone>(
-    outcomes: &[Option<Outcome<R>>],
+    mut outcomes: Vec<Option<Outcome<R>>>,
     follows: &[Option<usize>],
 ) -> Vec<Outcome<R>> {
-    (0..outcomes.len())
-        .map(|i| match &outcomes[follows[i].unwrap_or(i)] {
-            Some(Ok(r)) => Ok(r.clone()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(ApiError::internal("request left unsettled")),
+    let copied: Vec<Option<Outcome<R>>> = follows
+        .iter()
+        .map(|f| f.and_then(|leader| outcomes[leader].clone()))
+        .collect();
+    outcomes
+        .iter_mut()
+        .zip(copied)
+        .zip(follows)
+        .map(|((own, copy), follows)| {
+            let outcome = if follows.is_some() { copy } else { own.take() };
+            outcome.unwrap_or_else(|| Err(ApiError::internal("request left unsettled")))
         })
         .collect()
 }
@@ -583,7 +591,7 @@ impl Issuer {
                 "certificates issued (不动产权证书已发放)"
             );
         }
-        let settled = fan_out(&outcomes, &follows);
+        let settled = fan_out(outcomes, &follows);
         Ok((settled, published))
     }
 }
@@ -660,7 +668,7 @@ impl Issuer {
                 "transfers registered (转移登记)"
             );
         }
-        Ok((fan_out(&outcomes, &follows), published))
+        Ok((fan_out(outcomes, &follows), published))
     }
 }
 
@@ -743,6 +751,28 @@ mod tests {
             tx.try_send(i).expect("room");
         }
         (tx, rx)
+    }
+
+    #[test]
+    fn retries_in_a_batch_get_their_leaders_reply() {
+        let outcomes: Vec<Option<Outcome<u32>>> = vec![
+            Some(Ok(7)),
+            None,
+            Some(Err(ApiError::internal("refused"))),
+            None,
+            None,
+        ];
+        let follows = [None, Some(0), None, Some(2), None];
+        let got = fan_out(outcomes, &follows);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0].as_ref().ok(), Some(&7));
+        assert_eq!(got[1].as_ref().ok(), Some(&7));
+        assert!(got[2].is_err() && got[3].is_err());
+        assert!(
+            matches!(&got[4], Err(e) if e.to_string().contains("unsettled")),
+            "{:?}",
+            got[4]
+        );
     }
 
     #[tokio::test(start_paused = true)]
