@@ -584,6 +584,11 @@ impl Issuer {
         )
         .await?;
         self.engine.remember(loaded.learned);
+        self.engine.forget(
+            published
+                .iter()
+                .map(|c| (c.case_id.as_str(), c.unit_code.as_str())),
+        );
         if done > 0 {
             tracing::info!(
                 certificates = done,

@@ -175,6 +175,14 @@ impl Engine {
         memory.merge(learned);
     }
 
+    /// Forgets cases that left the live states (see [`KnownFacts::forget`]).
+    pub fn forget<'a>(&self, cases: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());
+        for (case_id, unit_code) in cases {
+            memory.forget(case_id, unit_code);
+        }
+    }
+
     /// Re-evaluates the live cases on these units. `recorded` holds the tax facts this transaction
     /// wrote; the returned facts are to be remembered once it committed.
     pub async fn reevaluate_units(

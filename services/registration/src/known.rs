@@ -20,9 +20,10 @@ pub struct KnownFacts {
     pub land_fees: HashSet<String>,
 }
 
-/// Entries remembered at most; past this the memory starts over. A county has far fewer cases
-/// between handover and certificate at a time.
-pub const KNOWN_MAX: usize = 400_000;
+/// Entries remembered at most; past this the memory starts over. An entry is ≈ 170 bytes (a case's
+/// buyers ≈ 300, a fund ≈ 80, a 契税 ≈ 130), so this bounds the memory near 35 MB; cases leave it
+/// when their certificate is issued, and a county has far fewer live cases at a time.
+pub const KNOWN_MAX: usize = 200_000;
 
 impl KnownFacts {
     pub fn len(&self) -> usize {
@@ -31,6 +32,18 @@ impl KnownFacts {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Drops a case that left the live states (its certificate issued) and its unit's facts:
+    /// nothing evaluates it again, and the memory stays the size of the live cases.
+    pub fn forget(&mut self, case_id: &str, unit_code: &str) {
+        if let Some(buyers) = self.buyers.remove(case_id) {
+            for b in buyers {
+                self.deed_taxes
+                    .remove(&(unit_code.to_owned(), b.resident_id));
+            }
+        }
+        self.funds.remove(unit_code);
     }
 
     pub fn merge(&mut self, other: KnownFacts) {
@@ -193,6 +206,25 @@ mod tests {
                 prop_assert_eq!(facts.land_fees.contains("parcel"), land);
             }
         }
+    }
+
+    #[test]
+    fn a_forgotten_case_takes_its_facts_along_and_leaves_the_others() {
+        let mut k = KnownFacts::default();
+        k.buyers
+            .insert("c1".into(), vec![buyer("c1", "id1"), buyer("c1", "id2")]);
+        k.buyers.insert("c2".into(), vec![buyer("c2", "id3")]);
+        for (u, b) in [("u1", "id1"), ("u1", "id2"), ("u2", "id3")] {
+            k.deed_taxes.insert((u.into(), b.into()));
+        }
+        k.funds.extend(["u1".to_owned(), "u2".to_owned()]);
+        k.forget("c1", "u1");
+        assert_eq!(k.len(), 3);
+        assert!(k.buyers.contains_key("c2") && k.funds.contains("u2"));
+        assert!(k.deed_taxes.contains(&("u2".to_owned(), "id3".to_owned())));
+        // Forgetting what is not there changes nothing.
+        k.forget("c9", "u9");
+        assert_eq!(k.len(), 3);
     }
 
     #[test]
