@@ -19,11 +19,6 @@ async fn postgres() -> Db {
     db
 }
 
-/// A directory of its own for one test's SQLite files.
-fn scratch_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("tj-bulk-{}", uuid::Uuid::new_v4().simple()))
-}
-
 async fn sqlite(dir: &std::path::Path) -> Db {
     let path = dir.join("bulk.db");
     Db::connect(&format!("sqlite://{}", path.display()), 1)
@@ -118,7 +113,7 @@ async fn awkward_values_round_trip_on_postgres() {
 
 #[tokio::test]
 async fn awkward_values_round_trip_on_sqlite() {
-    let dir = scratch_dir();
+    let dir = tongjiao_testkit::fresh_sqlite_dir("bulk");
     let db = sqlite(&dir).await;
     make_tables(&db).await;
     round_trip(&db, &awkward_keys()).await;
@@ -132,7 +127,7 @@ async fn many_rows_on_both_backends() {
     let db = postgres().await;
     make_tables(&db).await;
     round_trip(&db, &keys).await;
-    let dir = scratch_dir();
+    let dir = tongjiao_testkit::fresh_sqlite_dir("bulk");
     let db = sqlite(&dir).await;
     make_tables(&db).await;
     round_trip(&db, &keys).await;
@@ -234,7 +229,7 @@ async fn insert_all_on_postgres() {
 
 #[tokio::test]
 async fn insert_all_on_sqlite() {
-    let dir = scratch_dir();
+    let dir = tongjiao_testkit::fresh_sqlite_dir("bulk");
     insert_all_writes_every_part(&sqlite(&dir).await).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -92,7 +92,7 @@ async fn batch_request_records_on_postgres() {
 
 #[tokio::test]
 async fn batch_request_records_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("tj-idem-{}", uuid::Uuid::new_v4().simple()));
+    let dir = tongjiao_testkit::fresh_sqlite_dir("idem");
     let db = Db::connect(&format!("sqlite://{}", dir.join("idem.db").display()), 1)
         .await
         .expect("open SQLite");

@@ -583,7 +583,8 @@ impl Issuer {
             &mut outcomes,
         )
         .await?;
-        self.engine.remember(loaded.learned);
+        // Nothing of what the batch read is remembered: its issued cases leave the live states, and
+        // the memory with them.
         self.engine.forget(
             published
                 .iter()

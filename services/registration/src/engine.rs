@@ -143,11 +143,21 @@ impl Engine {
             .collect();
         let (read_buyers, mut facts) =
             rows::buyers_and_facts(tx, &ids, &units, &taxed, &parcels, measured).await?;
-        let mut learned = recorded.clone();
-        learned.buyers.clear();
-        learned.funds.extend(facts.funds.iter().cloned());
-        learned.deed_taxes.extend(facts.deed_taxes.iter().cloned());
-        learned.land_fees.extend(facts.land_fees.iter().cloned());
+        // What this transaction wrote and what it read; the buyers of every case read below.
+        let mut learned = KnownFacts {
+            buyers: HashMap::with_capacity(ids.len()),
+            funds: recorded.funds.union(&facts.funds).cloned().collect(),
+            deed_taxes: recorded
+                .deed_taxes
+                .union(&facts.deed_taxes)
+                .cloned()
+                .collect(),
+            land_fees: recorded
+                .land_fees
+                .union(&facts.land_fees)
+                .cloned()
+                .collect(),
+        };
         for id in ids {
             let list = read_buyers.get(&id).cloned().unwrap_or_default();
             learned.buyers.insert(id.clone(), list.clone());
