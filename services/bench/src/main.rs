@@ -300,14 +300,35 @@ fn binary_modified(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-async fn versions(env: &RunEnv) -> (String, String) {
+/// PostgreSQL settings that move the figures: durability, and how WAL segments are made. With the
+/// defaults (`wal_init_zero = on`, `min_wal_size = 80MB`) a commit that crosses into a WAL segment no
+/// earlier checkpoint recycled waits while the server writes 16 MB of zeros and syncs them.
+const PG_SETTINGS: &[&str] = &[
+    "synchronous_commit",
+    "fsync",
+    "wal_init_zero",
+    "min_wal_size",
+    "max_wal_size",
+    "shared_buffers",
+    "wal_buffers",
+];
+
+async fn versions(env: &RunEnv) -> (String, BTreeMap<String, String>, String) {
     let pg = async {
         let mut c = PgConnection::connect(&env.db_url).await.ok()?;
         let v: String = sqlx::query_scalar("SHOW server_version")
             .fetch_one(&mut c)
             .await
             .ok()?;
-        Some(v)
+        let names: Vec<String> = PG_SETTINGS.iter().map(|s| (*s).to_owned()).collect();
+        let settings: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+        )
+        .bind(names)
+        .fetch_all(&mut c)
+        .await
+        .ok()?;
+        Some((v, settings.into_iter().collect()))
     };
     let rd = async {
         let client = redis::Client::open(env.redis_url.as_str()).ok()?;
@@ -322,7 +343,8 @@ async fn versions(env: &RunEnv) -> (String, String) {
             .map(|v| v.trim().to_owned())
     };
     let (a, b) = tokio::join!(pg, rd);
-    (a.unwrap_or_default(), b.unwrap_or_default())
+    let (version, settings) = a.unwrap_or_default();
+    (version, settings, b.unwrap_or_default())
 }
 
 async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
@@ -390,7 +412,7 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
     let meter = CpuMeter::new(&fleet);
     let backend_watch = meter.watch_backends(&env.db_url);
     let machine = procs::machine();
-    let (pg_version, redis_version) = versions(env).await;
+    let (pg_version, postgres_settings, redis_version) = versions(env).await;
 
     let outcome = measure(args, env, &urls, &issuer, meter, counters, channels).await;
     backend_watch.abort();
@@ -461,6 +483,7 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
         machine: MachineReport {
             machine,
             postgres_version: pg_version,
+            postgres_settings,
             redis_version,
         },
         services,

@@ -34,6 +34,8 @@ pub struct MachineReport {
     #[serde(flatten)]
     pub machine: Machine,
     pub postgres_version: String,
+    /// See `PG_SETTINGS` in main.rs.
+    pub postgres_settings: BTreeMap<String, String>,
     pub redis_version: String,
 }
 
@@ -363,6 +365,14 @@ pub fn render(r: &Report) -> String {
         m.postgres_version,
         m.redis_version
     ));
+    if !m.postgres_settings.is_empty() {
+        let settings: Vec<String> = m
+            .postgres_settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        o.push_str(&format!("postgres: {}\n", settings.join(" ")));
+    }
     if let Some(commit) = r.source["commit"].as_str() {
         o.push_str(&format!(
             "source: {commit}{}\n",

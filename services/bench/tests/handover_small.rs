@@ -173,6 +173,20 @@ fn small_run(flow: &str, rpcs: &[&str]) {
     for key in ["nproc", "cpu_model", "mem_total_kib", "kernel"] {
         assert!(!r["machine"][key].is_null(), "machine.{key}");
     }
+    // The server settings the figures depend on, read from the server itself.
+    for setting in [
+        "synchronous_commit",
+        "fsync",
+        "wal_init_zero",
+        "min_wal_size",
+    ] {
+        let v = r["machine"]["postgres_settings"][setting].as_str();
+        assert!(
+            v.is_some_and(|v| !v.is_empty()),
+            "machine.postgres_settings.{setting}: {}",
+            r["machine"]["postgres_settings"]
+        );
+    }
     assert!(!r["targets"].as_array().expect("targets").is_empty());
     assert!(!r["ratios"].as_array().expect("ratios").is_empty());
     let _ = std::fs::remove_dir_all(&dir);
