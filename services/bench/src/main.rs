@@ -584,6 +584,11 @@ async fn measure(
         dup_percent: args.dup_percent,
         seed: args.seed,
         meter,
+        pg: sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&env.db_url)
+            .await
+            .context("connecting to the run's database")?,
         phases: Vec::new(),
         failures: Vec::new(),
         batch_ids: Vec::new(),

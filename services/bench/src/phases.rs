@@ -27,7 +27,7 @@ use tonic::{
 
 use crate::{
     data::{self, CasePlan, Project},
-    procs::{CpuMeter, CpuUse, channel},
+    procs::{CpuMeter, CpuSnapshot, CpuUse, channel},
     stats::{Latency, Samples, rate, round3},
 };
 
@@ -132,6 +132,8 @@ pub struct Suite {
     pub dup_percent: u32,
     pub seed: u64,
     pub meter: CpuMeter,
+    /// The run's database, for the server's WAL position at phase boundaries.
+    pub pg: sqlx::PgPool,
     pub phases: Vec<Phase>,
     pub failures: Vec<String>,
     pub batch_ids: Vec<String>,
@@ -142,6 +144,12 @@ pub struct Suite {
 }
 
 type RegClient = RegistrationServiceClient<Channel>;
+
+/// Where a phase starts: CPU ticks and the server's WAL insert position.
+pub struct Mark {
+    cpu: CpuSnapshot,
+    wal: Option<u64>,
+}
 
 /// Pause between GetHandoverBatch polls while waiting for readiness: fine enough for a 100 ms
 /// target, coarse enough not to steal the registration process's CPU on a small machine.
@@ -180,6 +188,34 @@ where
 }
 
 impl Suite {
+    /// The server's WAL insert position in bytes; `None` if it cannot be read (the phase's WAL is
+    /// then reported unknown rather than failing the run).
+    async fn wal_position(&self) -> Option<u64> {
+        let pos: i64 = sqlx::query_scalar(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .ok()?;
+        u64::try_from(pos).ok()
+    }
+
+    async fn mark(&self) -> Mark {
+        let wal = self.wal_position().await;
+        Mark {
+            cpu: self.meter.snapshot(),
+            wal,
+        }
+    }
+
+    /// CPU and WAL since `start`.
+    async fn used(&self, start: &Mark) -> CpuUse {
+        let mut cpu = self.meter.since(&start.cpu);
+        let end = self.wal_position().await;
+        cpu.wal_bytes = start.wal.zip(end).map(|(a, b)| b.saturating_sub(a));
+        cpu
+    }
+
     async fn reg(&self) -> anyhow::Result<RegClient> {
         Ok(RegClient::new(channel(&self.registration).await?)
             .max_decoding_message_size(64 << 20)
@@ -247,7 +283,7 @@ impl Suite {
             let req = p.building_table();
             let units = p.unit_count() as u64;
             let bytes = prost::Message::encoded_len(&req);
-            let cpu0 = self.meter.snapshot();
+            let cpu0 = self.mark().await;
             let t = Instant::now();
             let resp = client
                 .upload_building_table(authed(req, &self.tokens.housing))
@@ -255,7 +291,7 @@ impl Suite {
                 .with_context(|| format!("UploadBuildingTable {}", p.project_id))?
                 .into_inner();
             let wall = t.elapsed();
-            let cpu = self.meter.since(&cpu0);
+            let cpu = self.used(&cpu0).await;
             if u64::from(resp.unit_count) != units {
                 self.failures.push(format!(
                     "{name}: the service stored {} units, {units} sent",
@@ -287,7 +323,7 @@ impl Suite {
     /// Phase b: enrol, the three acceptance filings, the developer's tax, wait for the feeds, apply
     /// and complete 首次登记.
     pub async fn first_registration(&mut self, project: &Project) -> anyhow::Result<()> {
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let t0 = Instant::now();
         let mut steps = serde_json::Map::new();
         let mut lat = BTreeMap::new();
@@ -387,7 +423,7 @@ impl Suite {
         .context("CompleteFirstRegistration")?;
         step(&mut steps, &mut lat, "CompleteFirstRegistration", t);
         let wall = t0.elapsed();
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         self.record(
             "first_registration",
             "enrol, 3 acceptance filings, developer tax, wait until GetProject lacks nothing, apply + complete 首次登记",
@@ -409,7 +445,7 @@ impl Suite {
     ) -> anyhow::Result<()> {
         let mut r = self.reg().await?;
         let batches = project.batches(today);
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let t0 = Instant::now();
         let mut lat = Samples::default();
         let mut counts = Vec::new();
@@ -436,7 +472,7 @@ impl Suite {
             self.batch_ids.push(batch.batch_id);
         }
         let wall = t0.elapsed();
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         self.record(
             "handover_batch",
             "SubmitHandoverBatch for every unit (1 or 2 buyers each, sole/joint)",
@@ -478,7 +514,7 @@ impl Suite {
         for (i, e) in feed.into_iter().enumerate() {
             parts[i % streams].push(e);
         }
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let mut tasks = Vec::new();
         for part in parts {
             let url = self.tax.clone();
@@ -518,7 +554,7 @@ impl Suite {
                 }
             }
         }
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         let (Some(first_send), Some(last_ack)) = (first_send, last_ack) else {
             bail!("the tax feed sent nothing");
         };
@@ -553,7 +589,7 @@ impl Suite {
         );
 
         // Readiness visible: poll the batches until every case of the burst is READY.
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let mut r = self.reg().await?;
         let total_cases = (project.cases.len() - self.held_events.len()) as u64;
         let mut polls = 0u64;
@@ -578,7 +614,7 @@ impl Suite {
             tokio::time::sleep(READINESS_POLL).await;
         };
         let visible = seen.saturating_duration_since(last_ack);
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         let mut s = Samples::default();
         s.push(visible);
         let mut latency = BTreeMap::from([("GetHandoverBatch_poll".into(), poll_lat.summary())]);
@@ -633,7 +669,7 @@ impl Suite {
         if events.is_empty() {
             return Ok(());
         }
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let mut r = self.reg().await?;
         let mut poll_lat = Samples::default();
         let mut visible = Samples::default();
@@ -677,7 +713,7 @@ impl Suite {
             }
         }
         let wall = t0.elapsed();
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         self.record(
             "readiness_single",
             "one tax event at a time, no backlog: durable ack → its case READY in GetHandoverBatch (1 ms poll)",
@@ -702,7 +738,7 @@ impl Suite {
         let cases: Arc<Vec<CasePlan>> = Arc::new(project.cases.clone());
         let next = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..self.counters.max(1) {
@@ -774,7 +810,7 @@ impl Suite {
             get.merge(g);
         }
         let wall = t0.elapsed();
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
         if !errs.is_empty() {
             self.failures.push(format!(
@@ -815,7 +851,7 @@ impl Suite {
         let next = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::<String>::new()));
         let retries = Arc::new(AtomicU64::new(0));
-        let cpu0 = self.meter.snapshot();
+        let cpu0 = self.mark().await;
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..self.counters.max(1) {
@@ -853,7 +889,7 @@ impl Suite {
             self.issued.extend(issued);
         }
         let wall = t0.elapsed();
-        let cpu = self.meter.since(&cpu0);
+        let cpu = self.used(&cpu0).await;
         let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
         if !errs.is_empty() {
             self.failures.push(format!(

@@ -426,6 +426,9 @@ pub struct CpuUse {
     pub wall_s: f64,
     /// Busy share of all CPUs of the machine over that time (1.0 = every core busy).
     pub machine_busy: f64,
+    /// WAL the PostgreSQL server wrote over that time, in bytes (the whole server's: during a run
+    /// that is the suite's); `None` where the position could not be read.
+    pub wal_bytes: Option<u64>,
 }
 
 /// Samples CPU time of the services, this process, PostgreSQL and Redis.
@@ -531,6 +534,7 @@ impl CpuMeter {
             } else {
                 0.0
             },
+            wal_bytes: None,
         }
     }
 

@@ -430,17 +430,26 @@ pub fn render(r: &Report) -> String {
 
     o.push_str("\nPHASES\n");
     o.push_str(&format!(
-        "  {:<20} {:>9} {:>8} {:<13} {:>12}\n",
-        "phase", "wall s", "items", "unit", "rate /s"
+        "  {:<20} {:>9} {:>8} {:<13} {:>12} {:>8} {:>10}\n",
+        "phase", "wall s", "items", "unit", "rate /s", "WAL MB", "WAL B/item"
     ));
     for p in &r.phases {
+        let (wal_mb, per_item) = match p.cpu.wal_bytes {
+            Some(b) => (
+                format!("{:.2}", b as f64 / 1e6),
+                thousands(b as f64 / p.items.max(1) as f64),
+            ),
+            None => ("?".into(), "?".into()),
+        };
         o.push_str(&format!(
-            "  {:<20} {:>9.3} {:>8} {:<13} {:>12}\n",
+            "  {:<20} {:>9.3} {:>8} {:<13} {:>12} {:>8} {:>10}\n",
             p.name,
             p.wall_s,
             p.items,
             p.unit,
-            thousands(p.rate_per_s)
+            thousands(p.rate_per_s),
+            wal_mb,
+            per_item
         ));
     }
 

@@ -149,6 +149,21 @@ fn small_run(flow: &str, rpcs: &[&str]) {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "big_table_upload"))
         .expect("big table phase");
     assert_eq!(big["detail"]["units"], 200);
+    // Every phase reports the server's WAL; issuing certificates and recording the tax feed are
+    // durable writes, so their phases cannot have written none.
+    for p in r["phases"].as_array().expect("phases") {
+        assert!(p["cpu"]["wal_bytes"].is_u64(), "{}: wal_bytes", p["name"]);
+    }
+    for name in ["counters", "tax_feed"] {
+        let p = r["phases"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .expect("phase");
+        assert!(
+            p["cpu"]["wal_bytes"].as_u64().unwrap_or(0) > 0,
+            "{name} wrote WAL"
+        );
+    }
 
     for s in ["survey-data", "acceptance", "tax-status", "registration"] {
         assert!(
