@@ -300,10 +300,12 @@ fn binary_modified(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// PostgreSQL settings that move the figures: durability, and how WAL segments are made. With the
+/// PostgreSQL settings that move the figures: durability, how WAL segments are made, and whether
+/// autovacuum runs (some machines have it off, and then no visibility map is ever set). With the
 /// defaults (`wal_init_zero = on`, `min_wal_size = 80MB`) a commit that crosses into a WAL segment no
 /// earlier checkpoint recycled waits while the server writes 16 MB of zeros and syncs them.
 const PG_SETTINGS: &[&str] = &[
+    "autovacuum",
     "synchronous_commit",
     "fsync",
     "wal_init_zero",
