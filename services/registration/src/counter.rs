@@ -29,7 +29,7 @@ use tongjiao_store::{
 use crate::{
     config::RegistrationConfig,
     convert::{case_proto, mask_case, printed_fields},
-    engine::{Engine, Publisher, ReadFacts, case_facts, case_writes, evaluate},
+    engine::{Engine, Publisher, case_facts, case_writes, evaluate},
     known::KnownFacts,
     rows::{self, BuyerRow, CASE_COLUMNS, CaseRow, Measured, ProjectRow, Val},
 };
@@ -237,27 +237,16 @@ async fn load<R>(
             .into_iter()
             .map(|c| (c.case_id.clone(), c))
             .collect();
-    let project_ids: Vec<String> = cases
-        .values()
-        .map(|c| c.project_id.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let projects = engine.projects(tx, &project_ids).await?;
     let refs: Vec<&CaseRow> = cases.values().collect();
-    let ReadFacts {
-        buyers,
-        facts,
-        learned,
-    } = engine
-        .read_facts(tx, &refs, &projects, &KnownFacts::default(), measured)
+    let (projects, read) = engine
+        .projects_and_facts(tx, &refs, &KnownFacts::default(), measured)
         .await?;
     Ok(Loaded {
         cases,
         projects,
-        buyers,
-        facts,
-        learned,
+        buyers: read.buyers,
+        facts: read.facts,
+        learned: read.learned,
     })
 }
 

@@ -173,6 +173,27 @@ impl Engine {
         })
     }
 
+    /// The projects of `cases`, and what [`Engine::read_facts`] finds for them.
+    pub async fn projects_and_facts(
+        &self,
+        tx: &mut Tx<'_>,
+        cases: &[&CaseRow],
+        recorded: &KnownFacts,
+        measured: Measured,
+    ) -> Result<(HashMap<String, ProjectRow>, ReadFacts), StoreError> {
+        let project_ids: Vec<String> = cases
+            .iter()
+            .map(|c| c.project_id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let projects = self.projects(tx, &project_ids).await?;
+        let read = self
+            .read_facts(tx, cases, &projects, recorded, measured)
+            .await?;
+        Ok((projects, read))
+    }
+
     /// Remembers what a committed transaction read or wrote (see [`KnownFacts`]).
     pub fn remember(&self, learned: KnownFacts) {
         if learned.is_empty() {
@@ -283,20 +304,16 @@ impl Engine {
         if cases.is_empty() {
             return Ok((Vec::new(), KnownFacts::default()));
         }
-        let project_ids: Vec<String> = cases
-            .iter()
-            .map(|c| c.project_id.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let projects = self.projects(tx, &project_ids).await?;
         let refs: Vec<&CaseRow> = cases.iter().collect();
-        let ReadFacts {
-            buyers,
-            facts,
-            learned,
-        } = self
-            .read_facts(tx, &refs, &projects, recorded, Measured::Skip)
+        let (
+            projects,
+            ReadFacts {
+                buyers,
+                facts,
+                learned,
+            },
+        ) = self
+            .projects_and_facts(tx, &refs, recorded, Measured::Skip)
             .await?;
         let today = self.clock.today();
         let now = self.clock.now_ms();

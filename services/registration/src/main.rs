@@ -1,3 +1,15 @@
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use tongjiao_auth::TokenIssuer;
+use tongjiao_registration::{Clock, Registration, RegistrationConfig, TokenSource, config};
+use tongjiao_server::{
+    Authenticator, CommonArgs, ServiceSet, init_tracing, serve, shutdown_signal,
+};
+use tongjiao_store::Db;
+use tongjiao_workflow::Workflow;
+
 /// mimalloc, not glibc malloc: with buyers and tax facts kept in memory (`known.rs`), glibc's bins
 /// fragmented and `_int_malloc` alone took a tenth of the counter path's CPU; registration spent a
 /// sixth more CPU per certificate than before that memory, and with mimalloc no more than before.
@@ -20,18 +32,6 @@ fn purge_freed_memory_at_once() {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
     }
 }
-
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
-
-use anyhow::Context;
-use clap::Parser;
-use tongjiao_auth::TokenIssuer;
-use tongjiao_registration::{Clock, Registration, RegistrationConfig, TokenSource, config};
-use tongjiao_server::{
-    Authenticator, CommonArgs, ServiceSet, init_tracing, serve, shutdown_signal,
-};
-use tongjiao_store::Db;
-use tongjiao_workflow::Workflow;
 
 /// 不动产登记 service (registration).
 #[derive(Parser, Debug)]
