@@ -72,6 +72,8 @@ pub struct Suite {
     pub acceptance: RunningServer,
     pub tax: RunningServer,
     pub registration: Option<RunningServer>,
+    /// The running registration itself, to restart its followers with what it remembers.
+    app: Option<Registration>,
     background: Vec<JoinHandle<()>>,
     pub clock: Clock,
     pub developer_org: String,
@@ -115,6 +117,7 @@ impl Suite {
             acceptance,
             tax,
             registration: None,
+            app: None,
             background: Vec::new(),
             clock: Clock::default(),
             developer_org: credit_code(1),
@@ -125,9 +128,18 @@ impl Suite {
 
     /// Starts (or restarts) the registration service on a new port.
     pub async fn start_registration(&mut self) {
-        let (server, background) = self.registration_replica().await;
+        let (app, server, background) = self.replica_parts().await;
         self.background = background;
         self.registration = Some(server);
+        self.app = Some(app);
+    }
+
+    /// Starts the running registration's followers and sweeper again after
+    /// [`Suite::stop_followers`], with everything it remembers.
+    pub fn restart_followers(&mut self) {
+        if let Some(app) = &self.app {
+            self.background = app.start_background();
+        }
     }
 
     /// Stops registration's feed followers and sweeper; its API keeps serving.
@@ -141,6 +153,11 @@ impl Suite {
     /// One more registration process on the same register and workflow store, with its own
     /// followers, as a second replica behind a load balancer would run.
     pub async fn registration_replica(&self) -> (RunningServer, Vec<JoinHandle<()>>) {
+        let (_, server, background) = self.replica_parts().await;
+        (server, background)
+    }
+
+    async fn replica_parts(&self) -> (Registration, RunningServer, Vec<JoinHandle<()>>) {
         let db = Db::connect(&self.db_url, 8)
             .await
             .expect("connect registration db");
@@ -169,13 +186,16 @@ impl Suite {
             .expect("build registration");
         let background = registration.start_background();
         let mut set = ServiceSet::new();
-        registration.register(&mut set, self.keys.authenticator());
-        (spawn(set).await, background)
+        registration
+            .clone()
+            .register(&mut set, self.keys.authenticator());
+        (registration, spawn(set).await, background)
     }
 
     /// Stops registration and its followers, as a crash or a redeploy would.
     pub async fn stop_registration(&mut self) {
         self.stop_followers().await;
+        self.app = None;
         if let Some(r) = self.registration.take() {
             r.stop().await;
         }

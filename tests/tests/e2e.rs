@@ -1557,6 +1557,87 @@ async fn a_clock_set_back_after_a_sweep_still_lapses_what_falls_overdue() {
     assert_eq!(counts.ready, 0);
 }
 
+/// Waits until registration has applied the whole tax feed.
+async fn tax_feed_applied(suite: &Suite) {
+    let db = register_db(suite).await;
+    eventually("the tax feed applied", 30, || {
+        let db = &db;
+        async move {
+            let (cursor, head): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT (SELECT last_sequence FROM registration.feed_cursors WHERE feed = 'tax'), \
+                        (SELECT MAX(sequence) FROM tax.events)",
+            )
+            .fetch_one(db.pool())
+            .await
+            .ok()?;
+            (cursor.is_some() && cursor == head).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_does_not_take_facts_for_absent_after_another_replica_applied_the_feed() {
+    // Replica A's tax follower evaluates cases from memory, taking a fact it does not remember
+    // for absent, but only while the feed cursor stands where A left it. A applies every 契税
+    // (its memory then holds each unit complete, without 维修资金); B applies the 维修资金 and the
+    // cases become READY; A resumes with one more 契税 per unit. Trusting its memory there would
+    // see no 维修资金 and send every case back to PENDING.
+    let mut suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-016", 2, 4);
+    prepare_project(&suite, &sc).await;
+    let batch = submit(&suite, &sc, "batch").await;
+    let (deeds, funds): (Vec<_>, Vec<_>) = sc
+        .tax_events()
+        .into_iter()
+        .partition(|e| e.event_id.starts_with("deed-"));
+    let again: Vec<_> = deeds
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.event_id = format!("again-{}", e.event_id);
+            e
+        })
+        .collect();
+    push_tax(&suite, deeds).await;
+    tax_feed_applied(&suite).await;
+    let counts = wait_batch(&suite, &batch.batch_id, |c| {
+        c.pending as usize == sc.cases.len()
+    })
+    .await;
+    assert_eq!(counts.ready, 0, "no case is ready without its 维修资金");
+
+    suite.stop_followers().await;
+    let (replica_b, followers_b) = suite.registration_replica().await;
+    push_tax(&suite, funds).await;
+    tax_feed_applied(&suite).await;
+    wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    for t in followers_b {
+        t.abort();
+        let _ = t.await;
+    }
+
+    suite.restart_followers();
+    push_tax(&suite, again).await;
+    tax_feed_applied(&suite).await;
+    let counts = wait_batch(&suite, &batch.batch_id, |c| {
+        c.ready as usize == sc.cases.len()
+    })
+    .await;
+    assert_eq!(counts.pending, 0, "{counts:?}");
+    let db = register_db(&suite).await;
+    let pending: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM registration.cases WHERE state = 'pending'")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+    assert_eq!(pending, 0, "the register holds every case READY");
+    replica_b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_remembering_facts_still_sees_what_another_replica_recorded() {
     // Registration remembers the buyers and tax facts it saw committed and reads the register for
@@ -1573,21 +1654,7 @@ async fn a_replica_remembering_facts_still_sees_what_another_replica_recorded() 
         .into_iter()
         .partition(|e| seen.insert(unit_of(e)));
     push_tax(&suite, first).await;
-    let db = register_db(&suite).await;
-    eventually("replica A followed the first half", 30, || {
-        let db = &db;
-        async move {
-            let (cursor, head): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT last_sequence FROM registration.feed_cursors WHERE feed = 'tax'), \
-                        (SELECT MAX(sequence) FROM tax.events)",
-            )
-            .fetch_one(db.pool())
-            .await
-            .ok()?;
-            (cursor == head).then_some(())
-        }
-    })
-    .await;
+    tax_feed_applied(&suite).await;
     let counts = wait_batch(&suite, &batch.batch_id, |c| {
         c.pending as usize == sc.cases.len()
     })

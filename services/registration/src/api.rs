@@ -29,6 +29,7 @@ use crate::{
     },
     counter::{Job, Queued},
     engine::{evaluate, snapshot},
+    known::KnownFacts,
     rows::{
         self, BatchRow, BuyerRow, CASE_COLUMNS, CaseRow, FIRST_APPLIED, FIRST_COMPLETED,
         FIRST_NONE, KIND_HOUSING, KIND_LAND, PROJECT_COLUMNS, ProjectRow, Val, insert_rows,
@@ -887,6 +888,9 @@ impl Registration {
         } else {
             Vec::new()
         };
+        // Read before the facts: what the facts read then shows is complete as of this cursor
+        // at least (see `KnownFacts`), so the follower need not read these units again.
+        let tax_cursor = crate::follow::cursor_in(&mut tx, crate::follow::Feed::Tax).await?;
         let facts = rows::unit_facts(&mut tx, &units, &parcels).await?;
         let foreign: Vec<&String> = units
             .iter()
@@ -921,6 +925,7 @@ impl Registration {
         let mut buyer_vals = Vec::new();
         let mut log_vals = Vec::with_capacity(cases.len());
         let mut protos = Vec::with_capacity(cases.len());
+        let mut live_buyers = HashMap::with_capacity(cases.len());
         for c in &cases {
             let case_id = uuid::Uuid::now_v7().to_string();
             let buyers: Vec<BuyerRow> = c
@@ -987,6 +992,9 @@ impl Registration {
                 Val::Int(now),
             ]);
             protos.push(case_proto(&row, &buyers));
+            if row.active == 1 {
+                live_buyers.insert(case_id, buyers);
+            }
         }
         let batch = BatchRow {
             batch_id: batch_id.clone(),
@@ -1057,6 +1065,21 @@ impl Registration {
             }),
         };
         finish_mutation(&self.idem, tx, &who, &r.request_id, &resp).await?;
+        // The live cases' buyers and their units' tax facts, for the feed follower's evaluations
+        // to come (the burst of 契税 and 维修资金 that follows a submission).
+        let live_units: HashSet<String> = cases
+            .iter()
+            .filter(|c| c.opt_in)
+            .map(|c| c.unit.as_str().to_owned())
+            .collect();
+        self.engine.remember(KnownFacts {
+            buyers: live_buyers,
+            funds: facts.funds,
+            deed_taxes: facts.deed_taxes,
+            land_fees: facts.land_fees,
+            complete_units: live_units,
+            tax_cursor: Some(tax_cursor),
+        });
         tracing::info!(batch_id = %batch_id, project_id = %project.project_id, cases = protos.len(), "handover batch submitted");
         self.engine.publish(protos).await;
         Ok(resp)

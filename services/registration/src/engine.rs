@@ -104,8 +104,9 @@ impl Engine {
 
     /// The buyers of `cases` and the facts about their units. A case whose buyers and tax facts are
     /// all known present (remembered, or in `recorded`: what this transaction wrote) costs only the
-    /// read of its unit's survey row; the others are read from the register in full. One statement
-    /// either way.
+    /// read of its unit's survey row, and so does one whose buyers are remembered and whose unit the
+    /// memory holds complete at the tax cursor this transaction holds (see [`KnownFacts::trusts`]).
+    /// Only what is not known is read from the register. One statement either way.
     pub async fn read_facts(
         &self,
         tx: &mut Tx<'_>,
@@ -116,24 +117,40 @@ impl Engine {
     ) -> Result<ReadFacts, StoreError> {
         let mut buyers: HashMap<String, Vec<BuyerRow>> = HashMap::with_capacity(cases.len());
         let mut known = UnitFacts::default();
-        let mut unknown: Vec<&CaseRow> = Vec::new();
+        let mut buyers_unknown: Vec<&CaseRow> = Vec::new();
+        let mut facts_unknown: Vec<&CaseRow> = Vec::new();
         {
             let memory = self.known.read().unwrap_or_else(|p| p.into_inner());
             for &case in cases {
                 let project = projects.get(&case.project_id);
-                match (memory.complete(case, project, recorded), project) {
-                    (Some(list), Some(project)) => {
-                        buyers.insert(case.case_id.clone(), list.to_vec());
-                        memory.fill(case, project, &mut known);
+                if let (Some(list), Some(project)) =
+                    (memory.complete(case, project, recorded), project)
+                {
+                    buyers.insert(case.case_id.clone(), list.to_vec());
+                    memory.fill(case, project, &mut known);
+                    continue;
+                }
+                match memory.buyers.get(&case.case_id) {
+                    Some(list) => {
+                        let land = project.is_none_or(ProjectRow::is_land);
+                        if !land && memory.unit_complete(&case.unit_code, recorded) {
+                            memory.fill_present(case, list, recorded, &mut known);
+                        } else {
+                            facts_unknown.push(case);
+                        }
+                        buyers.insert(case.case_id.clone(), list.clone());
                     }
-                    _ => unknown.push(case),
+                    None => {
+                        buyers_unknown.push(case);
+                        facts_unknown.push(case);
+                    }
                 }
             }
         }
         let units: Vec<String> = cases.iter().map(|c| c.unit_code.clone()).collect();
-        let ids: Vec<String> = unknown.iter().map(|c| c.case_id.clone()).collect();
-        let taxed: Vec<String> = unknown.iter().map(|c| c.unit_code.clone()).collect();
-        let parcels: Vec<String> = unknown
+        let ids: Vec<String> = buyers_unknown.iter().map(|c| c.case_id.clone()).collect();
+        let taxed: Vec<String> = facts_unknown.iter().map(|c| c.unit_code.clone()).collect();
+        let parcels: Vec<String> = facts_unknown
             .iter()
             .filter_map(|c| projects.get(&c.project_id))
             .filter(|p| p.is_land())
@@ -157,6 +174,9 @@ impl Engine {
                 .union(&facts.land_fees)
                 .cloned()
                 .collect(),
+            // Read in full here: complete once the tax follower's pass that did it has committed.
+            complete_units: taxed.into_iter().collect(),
+            tax_cursor: None,
         };
         for id in ids {
             let list = read_buyers.get(&id).cloned().unwrap_or_default();
@@ -204,6 +224,15 @@ impl Engine {
             *memory = KnownFacts::default();
         }
         memory.merge(learned);
+    }
+
+    /// After the tax follower committed a pass (see [`KnownFacts::advance`]).
+    pub fn advance_tax(&self, from: i64, to: i64, written: KnownFacts, read: HashSet<String>) {
+        let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if memory.len() + written.len() + read.len() > KNOWN_MAX {
+            *memory = KnownFacts::default();
+        }
+        memory.advance(from, to, written, read);
     }
 
     /// Forgets cases that left the live states (see [`KnownFacts::forget`]).

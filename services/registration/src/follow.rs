@@ -2,7 +2,7 @@
 //! feed's cursor advanced and the affected cases re-evaluated in one transaction, so a restart
 //! resumes exactly after the last applied event and never applies one twice.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     time::Duration,
 };
 
@@ -58,6 +58,16 @@ pub async fn cursor(reg: &Registration, feed: Feed) -> Result<i64, StoreError> {
         sqlx::query_as("SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1")
             .bind(feed.name())
             .fetch_optional(reg.engine.db.pool())
+            .await?;
+    Ok(row.map(|r| r.0).unwrap_or(0))
+}
+
+/// The feed's cursor as the caller's transaction sees it.
+pub async fn cursor_in(tx: &mut Tx<'_>, feed: Feed) -> Result<i64, StoreError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1")
+            .bind(feed.name())
+            .fetch_optional(&mut **tx)
             .await?;
     Ok(row.map(|r| r.0).unwrap_or(0))
 }
@@ -323,13 +333,16 @@ impl Facts {
             .collect()
     }
 
-    /// The tax facts of the batch, as its transaction's own reads will see them.
-    fn recorded(&self) -> KnownFacts {
+    /// The tax facts of the batch, as its transaction's own reads will see them; `cursor` is the
+    /// tax feed cursor the transaction holds locked, if it follows that feed (see
+    /// [`KnownFacts::trusts`]).
+    fn recorded(&self, cursor: Option<i64>) -> KnownFacts {
         KnownFacts {
-            buyers: Default::default(),
             funds: self.funds.keys().cloned().collect(),
             deed_taxes: self.deed_taxes.keys().cloned().collect(),
             land_fees: self.land_fees.keys().cloned().collect(),
+            tax_cursor: cursor,
+            ..KnownFacts::default()
         }
     }
 
@@ -467,24 +480,35 @@ async fn apply_batch<E: Sequenced>(
         return Ok(());
     }
     let actor = format!("feed:{}", feed.name());
+    // Only the tax follower writes tax facts, so only it can vouch for their absence.
+    let (tax_cursor, written) = match feed {
+        Feed::Tax => (Some(current), facts.recorded(None)),
+        Feed::Survey | Feed::Acceptance => (None, KnownFacts::default()),
+    };
     let parts = parallel_parts(reg, &facts, &touched);
-    let changed = if parts > 1 {
+    let (changed, read) = if parts > 1 {
         // The parts commit on their own connections while this transaction holds the cursor; it
         // advances only once all of them have committed. A part that committed before another
         // failed is applied again from the old cursor: fact rows are kept first-come (ON CONFLICT
         // DO NOTHING) and a re-evaluation of unchanged facts writes nothing, so nothing doubles.
-        let changed = futures::future::try_join_all(
+        let applied = futures::future::try_join_all(
             facts
                 .split_by_unit(parts)
                 .into_iter()
-                .map(|(part, units)| apply_part(reg, part, units, &actor, published)),
+                .map(|(part, units)| apply_part(reg, part, units, &actor, published, tax_cursor)),
         )
         .await?;
         set_cursor(&mut tx, feed, last).await?;
         tx.commit().await?;
-        changed.iter().sum()
+        let mut read = HashSet::new();
+        let mut changed = 0;
+        for (n, units) in applied {
+            changed += n;
+            read.extend(units);
+        }
+        (changed, read)
     } else {
-        let recorded = facts.recorded();
+        let recorded = facts.recorded(tax_cursor);
         facts.write(&mut tx).await?;
         set_cursor(&mut tx, feed, last).await?;
         let mut units: Vec<String> = touched.units.into_iter().collect();
@@ -500,14 +524,18 @@ async fn apply_batch<E: Sequenced>(
             .await?;
             units.extend(land_units.into_iter().map(|(u,)| u));
         }
-        let (changed, learned) = reg
+        let (changed, mut learned) = reg
             .engine
             .reevaluate_units(&mut tx, &units, &actor, &recorded)
             .await?;
         tx.commit().await?;
+        let read = std::mem::take(&mut learned.complete_units);
         reg.engine.remember(learned);
-        publish(published, changed).await?
+        (publish(published, changed).await?, read)
     };
+    if feed == Feed::Tax {
+        reg.engine.advance_tax(current, last, written, read);
+    }
     tracing::debug!(
         feed = feed.name(),
         events = events.len(),
@@ -557,24 +585,27 @@ fn parallel_parts(reg: &Registration, facts: &Facts, touched: &Touched) -> usize
 }
 
 /// Writes one part's facts and re-evaluates its units in a transaction of its own, then hands the
-/// changed cases to the publisher at once: they are committed, whatever the other parts do.
+/// changed cases to the publisher at once: they are committed, whatever the other parts do. Returns
+/// how many cases changed and the units whose facts it read in full.
 async fn apply_part(
     reg: &Registration,
     facts: Facts,
     units: Vec<String>,
     actor: &str,
     published: &Publisher,
-) -> anyhow::Result<usize> {
-    let recorded = facts.recorded();
+    tax_cursor: Option<i64>,
+) -> anyhow::Result<(usize, HashSet<String>)> {
+    let recorded = facts.recorded(tax_cursor);
     let mut tx = reg.engine.db.begin().await?;
     facts.write(&mut tx).await?;
-    let (changed, learned) = reg
+    let (changed, mut learned) = reg
         .engine
         .reevaluate_units(&mut tx, &units, actor, &recorded)
         .await?;
     tx.commit().await?;
+    let read = std::mem::take(&mut learned.complete_units);
     reg.engine.remember(learned);
-    publish(published, changed).await
+    Ok((publish(published, changed).await?, read))
 }
 
 fn filing_name(kind: i32) -> &'static str {

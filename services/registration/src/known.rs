@@ -5,6 +5,18 @@
 //! removed. Only presence is remembered. A fact not remembered is read from the register, so what
 //! another replica recorded is never missed; and nothing is remembered before the transaction that
 //! read or wrote it committed, so nothing is taken for present that a rollback undid.
+//!
+//! Absence is remembered only per unit and only together with the tax feed's cursor: a unit is
+//! *complete* when every 契税 and 维修资金 row of it in the register is remembered, as of the cursor
+//! in `tax_cursor`. Tax facts enter the register only through the tax follower, which applies
+//! events after the cursor under the cursor row's lock; so while the cursor still stands where this
+//! process left it, no one else added a fact, and a fact a complete unit does not show is absent.
+//! The follower checks that under the lock before it trusts the memory ([`KnownFacts::trusts`]),
+//! and moves the cursor here after each commit with everything the pass wrote
+//! ([`KnownFacts::advance`]); any other cursor (another replica applied events, or the memory
+//! started over) drops every complete unit. During a burst of the feed a case is then evaluated
+//! without reading its facts at all: its buyers are remembered from the batch's submission, and
+//! its unit was read complete there or at its previous evaluation.
 use std::collections::{HashMap, HashSet};
 
 use crate::rows::{BuyerRow, CaseRow, ProjectRow, UnitFacts};
@@ -18,6 +30,12 @@ pub struct KnownFacts {
     pub deed_taxes: HashSet<(String, String)>,
     /// Parcel codes.
     pub land_fees: HashSet<String>,
+    /// Units whose tax facts are all remembered (see the module documentation). In what a
+    /// transaction learned: the units whose facts it read in full.
+    pub complete_units: HashSet<String>,
+    /// The tax feed cursor `complete_units` holds at. In what a transaction learned: the cursor it
+    /// read before its facts, when it did; in what it recorded: the cursor the follower holds locked.
+    pub tax_cursor: Option<i64>,
 }
 
 /// Entries remembered at most; past this the memory starts over. An entry is ≈ 170 bytes (a case's
@@ -27,7 +45,11 @@ pub const KNOWN_MAX: usize = 200_000;
 
 impl KnownFacts {
     pub fn len(&self) -> usize {
-        self.buyers.len() + self.funds.len() + self.deed_taxes.len() + self.land_fees.len()
+        self.buyers.len()
+            + self.funds.len()
+            + self.deed_taxes.len()
+            + self.land_fees.len()
+            + self.complete_units.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -44,13 +66,45 @@ impl KnownFacts {
             }
         }
         self.funds.remove(unit_code);
+        self.complete_units.remove(unit_code);
     }
 
+    /// Adds what a committed transaction learned. Its complete units count only when it read them
+    /// at the cursor the memory holds: a read before the cursor moved may lack what the move added.
     pub fn merge(&mut self, other: KnownFacts) {
         self.buyers.extend(other.buyers);
         self.funds.extend(other.funds);
         self.deed_taxes.extend(other.deed_taxes);
         self.land_fees.extend(other.land_fees);
+        if other.tax_cursor.is_some() && other.tax_cursor == self.tax_cursor {
+            self.complete_units.extend(other.complete_units);
+        }
+    }
+
+    /// Whether a transaction holding the tax cursor at `cursor` may take a complete unit's missing
+    /// facts for absent.
+    pub fn trusts(&self, cursor: Option<i64>) -> bool {
+        cursor.is_some() && cursor == self.tax_cursor
+    }
+
+    /// After the tax follower committed the events from `from` (exclusive) to `to`: `written` holds
+    /// the facts they carried, `read` the units whose facts the pass read in full. The complete
+    /// units stay complete only if the cursor stood at `from`, where this memory left it.
+    pub fn advance(&mut self, from: i64, to: i64, written: KnownFacts, read: HashSet<String>) {
+        self.funds.extend(written.funds);
+        self.deed_taxes.extend(written.deed_taxes);
+        self.land_fees.extend(written.land_fees);
+        if self.tax_cursor != Some(from) {
+            self.complete_units.clear();
+        }
+        self.complete_units.extend(read);
+        self.tax_cursor = Some(to);
+    }
+
+    /// Whether the unit's tax facts may be taken from memory alone in a transaction that recorded
+    /// `recorded` (see [`KnownFacts::trusts`]).
+    pub fn unit_complete(&self, unit: &str, recorded: &KnownFacts) -> bool {
+        self.trusts(recorded.tax_cursor) && self.complete_units.contains(unit)
     }
 
     /// The case's buyers when every tax fact its readiness can ask about is known present, here or
@@ -81,6 +135,27 @@ impl KnownFacts {
             return None;
         }
         Some(buyers)
+    }
+
+    /// Adds the facts of a complete unit present here or in `recorded` to `facts`: those of the
+    /// case's buyers and its unit (see [`KnownFacts::unit_complete`]).
+    pub fn fill_present(
+        &self,
+        case: &CaseRow,
+        buyers: &[BuyerRow],
+        recorded: &KnownFacts,
+        facts: &mut UnitFacts,
+    ) {
+        let unit = &case.unit_code;
+        if self.funds.contains(unit) || recorded.funds.contains(unit) {
+            facts.funds.insert(unit.clone());
+        }
+        for b in buyers {
+            let key = (unit.clone(), b.resident_id.clone());
+            if self.deed_taxes.contains(&key) || recorded.deed_taxes.contains(&key) {
+                facts.deed_taxes.insert(key);
+            }
+        }
     }
 
     /// Adds the facts `complete` vouched for to `facts`, for the readiness rules.
@@ -206,6 +281,163 @@ mod tests {
                 prop_assert_eq!(facts.land_fees.contains("parcel"), land);
             }
         }
+    }
+
+    /// One step of the register and of the processes around one memory (see
+    /// `a_complete_unit_never_lacks_a_registered_fact`).
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// This process's follower applies facts (unit, buyer or `None` for the 维修资金) and,
+        /// in the same transaction, reads these units in full.
+        OwnPass(Vec<(u8, Option<u8>)>, Vec<u8>),
+        /// Another replica's follower applies facts.
+        OtherPass(Vec<(u8, Option<u8>)>),
+        /// A submission reads the cursor (then, in later steps, the facts, then remembers).
+        SubmitCursor(Vec<u8>),
+        SubmitFacts,
+        SubmitMerge,
+        Forget(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let fact = (0u8..4, proptest::option::of(0u8..2));
+        prop_oneof![
+            3 => (proptest::collection::vec(fact.clone(), 0..4), proptest::collection::vec(0u8..4, 0..3))
+                .prop_map(|(f, r)| Step::OwnPass(f, r)),
+            1 => proptest::collection::vec(fact, 1..3).prop_map(Step::OtherPass),
+            2 => proptest::collection::vec(0u8..4, 1..3).prop_map(Step::SubmitCursor),
+            2 => Just(Step::SubmitFacts),
+            2 => Just(Step::SubmitMerge),
+            1 => (0u8..4).prop_map(Step::Forget),
+        ]
+    }
+
+    /// The register: every fact applied so far, and the feed cursor.
+    #[derive(Default)]
+    struct Register {
+        cursor: i64,
+        funds: HashSet<String>,
+        deed_taxes: HashSet<(String, String)>,
+    }
+
+    impl Register {
+        fn apply(&mut self, facts: &[(u8, Option<u8>)]) -> KnownFacts {
+            let mut written = KnownFacts::default();
+            for (u, b) in facts {
+                match b {
+                    Some(b) => {
+                        let key = (format!("u{u}"), format!("b{b}"));
+                        self.deed_taxes.insert(key.clone());
+                        written.deed_taxes.insert(key);
+                    }
+                    None => {
+                        self.funds.insert(format!("u{u}"));
+                        written.funds.insert(format!("u{u}"));
+                    }
+                }
+            }
+            self.cursor += facts.len() as i64;
+            written
+        }
+
+        /// What a read of these units in full finds.
+        fn read(&self, units: &[u8]) -> KnownFacts {
+            let names: HashSet<String> = units.iter().map(|u| format!("u{u}")).collect();
+            KnownFacts {
+                funds: self.funds.intersection(&names).cloned().collect(),
+                deed_taxes: self
+                    .deed_taxes
+                    .iter()
+                    .filter(|(u, _)| names.contains(u))
+                    .cloned()
+                    .collect(),
+                complete_units: names,
+                ..KnownFacts::default()
+            }
+        }
+    }
+
+    proptest! {
+        /// Whenever the follower would trust the memory (the cursor stands where it holds it), no
+        /// complete unit lacks a fact the register has: absence is never wrongly vouched for,
+        /// whatever another replica, a submission or a forgotten case did in between.
+        #[test]
+        fn a_complete_unit_never_lacks_a_registered_fact(steps in proptest::collection::vec(step(), 1..40)) {
+            let mut reg = Register::default();
+            let mut mem = KnownFacts::default();
+            // A submission in flight: units, the cursor it read, then what its facts read found.
+            let mut submit: Option<(Vec<u8>, i64, Option<KnownFacts>)> = None;
+            for step in steps {
+                match step {
+                    Step::OwnPass(facts, read) => {
+                        let from = reg.cursor;
+                        let written = reg.apply(&facts);
+                        // The pass remembers what it read and wrote, then moves the cursor.
+                        let learned = reg.read(&read);
+                        let units = learned.complete_units.clone();
+                        mem.merge(KnownFacts { complete_units: HashSet::new(), ..learned });
+                        mem.advance(from, reg.cursor, written, units);
+                    }
+                    Step::OtherPass(facts) => {
+                        reg.apply(&facts);
+                    }
+                    Step::SubmitCursor(units) => submit = Some((units, reg.cursor, None)),
+                    Step::SubmitFacts => {
+                        if let Some((units, _, found)) = submit.as_mut() {
+                            *found = Some(reg.read(units));
+                        }
+                    }
+                    Step::SubmitMerge => {
+                        if let Some((_, cursor, Some(found))) = submit.take() {
+                            mem.merge(KnownFacts { tax_cursor: Some(cursor), ..found });
+                        }
+                    }
+                    Step::Forget(u) => {
+                        let unit = format!("u{u}");
+                        mem.deed_taxes.retain(|(x, _)| *x != unit);
+                        mem.forget("no-such-case", &unit);
+                    }
+                }
+                if mem.trusts(Some(reg.cursor)) {
+                    for unit in &mem.complete_units {
+                        prop_assert_eq!(mem.funds.contains(unit), reg.funds.contains(unit));
+                        for key in reg.deed_taxes.iter().filter(|(u, _)| u == unit) {
+                            prop_assert!(mem.deed_taxes.contains(key), "{:?} missing", key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn another_cursor_drops_every_complete_unit() {
+        let mut k = KnownFacts::default();
+        k.advance(
+            0,
+            3,
+            KnownFacts::default(),
+            HashSet::from(["u1".to_owned()]),
+        );
+        assert!(k.trusts(Some(3)) && k.complete_units.contains("u1"));
+        assert!(!k.trusts(Some(2)) && !k.trusts(None));
+        // A read at an older cursor adds nothing complete.
+        k.merge(KnownFacts {
+            complete_units: HashSet::from(["u2".to_owned()]),
+            tax_cursor: Some(2),
+            ..KnownFacts::default()
+        });
+        assert!(!k.complete_units.contains("u2"));
+        // Someone else moved the cursor from 3 to 5: this pass starts at 5.
+        k.advance(
+            5,
+            6,
+            KnownFacts::default(),
+            HashSet::from(["u3".to_owned()]),
+        );
+        assert_eq!(k.complete_units, HashSet::from(["u3".to_owned()]));
+        k.forget("c", "u3");
+        assert!(k.complete_units.is_empty());
     }
 
     #[test]

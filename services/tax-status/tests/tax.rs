@@ -880,6 +880,120 @@ async fn event_id_reused_with_different_content_is_rejected() {
     );
 }
 
+#[tokio::test]
+async fn an_event_id_reused_for_another_kind_is_rejected_and_leaves_no_fact_behind() {
+    // A fund's id on a 契税: each kind has its own fact table, so only the feed's record of the id
+    // can refuse the second, and nothing of it may stay in the fund table.
+    let env = start().await;
+    let (u, u2, b) = (unit(7), unit(8), resident(7));
+    let acks = env.push(vec![deed("K-1", &u, &b, 100, "V1")]).await;
+    assert_eq!(outcomes(&acks), vec![(AckStatus::Accepted, 1)]);
+    let acks = env
+        .push(vec![fund("K-1", &u, 10, "W1"), fund("K-2", &u2, 10, "W2")])
+        .await;
+    assert_eq!(
+        (status(&acks[0]), acks[0].error.as_str(), acks[0].sequence),
+        (AckStatus::Rejected, REUSED, 0)
+    );
+    assert_eq!(
+        (status(&acks[1]), acks[1].sequence),
+        (AckStatus::Accepted, 2)
+    );
+    assert_eq!(env.written().await, vec![1, 1, 0, 0, 2, 2]);
+    let s = env.unit(&u, Role::Registrar).await.expect("unit");
+    assert_eq!(
+        s.maintenance_fund_fen, 0,
+        "the reused id's fund is not recorded"
+    );
+    assert_eq!(s.deed_taxes.len(), 1);
+}
+
+#[tokio::test]
+async fn resends_across_a_streams_batches_keep_the_first_content() {
+    // Resends land in later batches of the same stream, often the very next one while the first
+    // is still in flight: the same content is a DUPLICATE of the first, other content REJECTED,
+    // and so is an id reused for another kind. A write path that let a batch hold rows of its own
+    // while it waits for the one before it can deadlock here, where PostgreSQL cannot see it (the
+    // wait is the service's): hence the time limit.
+    let env = start().await;
+    let earlier: Vec<PushCompletionsRequest> = (0..60u32)
+        .map(|k| deed(&format!("R-{k}"), &unit(10_000 + k), &resident(k), 100, "V"))
+        .collect();
+    env.push(earlier).await;
+    let n = 3000u32;
+    let mut reqs = Vec::new();
+    let mut expected: Vec<(AckStatus, u64)> = Vec::new();
+    for i in 0..n {
+        if i % 50 == 25 {
+            reqs.push(fund(&format!("R-{}", i / 50), &unit(i), 10, "W"));
+            expected.push((AckStatus::Rejected, 0));
+        }
+        reqs.push(deed(&format!("S-{i}"), &unit(i), &resident(i), 100, "V"));
+        expected.push((AckStatus::Accepted, u64::from(i) + 61));
+        if i >= 300 && i % 7 == 0 {
+            let j = i - 300;
+            reqs.push(deed(&format!("S-{j}"), &unit(j), &resident(j), 100, "V"));
+            expected.push((AckStatus::Duplicate, u64::from(j) + 61));
+        }
+        if i >= 900 && i % 11 == 0 {
+            let j = i - 900;
+            reqs.push(deed(&format!("S-{j}"), &unit(j), &resident(j), 999, "V"));
+            expected.push((AckStatus::Rejected, 0));
+        }
+    }
+    let acks = tokio::time::timeout(Duration::from_secs(60), env.push(reqs))
+        .await
+        .expect("the stream is acknowledged (no batch waits on the next one)");
+    assert_eq!(outcomes(&acks), expected);
+    let total = i64::from(n) + 60;
+    assert_eq!(env.written().await, vec![total, 0, 0, 0, total, total]);
+}
+
+#[tokio::test]
+async fn concurrent_streams_reusing_ids_across_kinds_record_one_event_each() {
+    // One stream sends each id as a 契税, another as a 维修资金, a third repeats the first: each id
+    // is recorded once, as one kind, with one fact row; the other kind is REJECTED everywhere.
+    let env = start().await;
+    let n = 1500u32;
+    let deeds: Vec<PushCompletionsRequest> = (0..n)
+        .map(|i| deed(&format!("Q-{i}"), &unit(i), &resident(i), 100, "V"))
+        .collect();
+    let mut funds: Vec<PushCompletionsRequest> = (0..n)
+        .map(|i| fund(&format!("Q-{i}"), &unit(i), 10, "W"))
+        .collect();
+    funds.reverse();
+    let (a, b, c) = tokio::join!(env.push(deeds.clone()), env.push(funds), env.push(deeds));
+    let mut seq_of: HashMap<String, u64> = HashMap::new();
+    let mut kind_of: HashMap<String, bool> = HashMap::new();
+    let mut accepted = 0;
+    for (is_deed, ack) in a
+        .iter()
+        .map(|x| (true, x))
+        .chain(b.iter().map(|x| (false, x)))
+        .chain(c.iter().map(|x| (true, x)))
+    {
+        match status(ack) {
+            AckStatus::Accepted | AckStatus::Duplicate => {
+                if status(ack) == AckStatus::Accepted {
+                    accepted += 1;
+                }
+                let seq = *seq_of.entry(ack.event_id.clone()).or_insert(ack.sequence);
+                assert_eq!(seq, ack.sequence, "{} has one sequence", ack.event_id);
+                let kind = *kind_of.entry(ack.event_id.clone()).or_insert(is_deed);
+                assert_eq!(kind, is_deed, "{} recorded as one kind", ack.event_id);
+            }
+            other => {
+                assert_eq!(ack.error, REUSED, "{other:?} {ack:?}");
+            }
+        }
+    }
+    assert_eq!(accepted, n as usize, "each id accepted exactly once");
+    assert_eq!(seq_of.len(), n as usize);
+    let w = env.written().await;
+    assert_eq!(w[0] + w[1], i64::from(n), "one fact row per id: {w:?}");
+    assert_eq!(&w[2..], &[0, 0, i64::from(n), i64::from(n)]);
+}
+
 /// A register written before migration 101 (ids kept in `tax.received`, the feed without digests)
 /// still tells a resend from a reused id once upgraded: the migration moves each digest onto its event.
 async fn upgrade_keeps_the_idempotency_record(url: String) {
