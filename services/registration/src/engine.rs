@@ -235,6 +235,14 @@ impl Engine {
         memory.advance(from, to, written, read);
     }
 
+    /// After the tax follower failed a pass (see [`KnownFacts::distrust`]).
+    pub fn distrust_tax(&self) {
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .distrust();
+    }
+
     /// Forgets cases that left the live states (see [`KnownFacts::forget`]).
     pub fn forget<'a>(&self, cases: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());

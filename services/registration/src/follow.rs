@@ -196,7 +196,14 @@ async fn consume<M, E: Sequenced + Default>(
             .into_iter()
             .map(|r| r.map(|m| event(m).unwrap_or_default()))
             .collect::<Result<_, _>>()?;
-        apply_batch(reg, feed, published, events, gather).await?;
+        if let Err(e) = apply_batch(reg, feed, published, events, gather).await {
+            // Parts of the pass may have committed facts that nothing remembered, the cursor
+            // unmoved: absence is no longer the memory's to vouch for.
+            if feed == Feed::Tax {
+                reg.engine.distrust_tax();
+            }
+            return Err(e);
+        }
     }
     Ok(())
 }

@@ -88,17 +88,27 @@ impl KnownFacts {
     }
 
     /// After the tax follower committed the events from `from` (exclusive) to `to`: `written` holds
-    /// the facts they carried, `read` the units whose facts the pass read in full. The complete
-    /// units stay complete only if the cursor stood at `from`, where this memory left it.
+    /// the facts they carried, `read` the units whose facts the pass read in full (and remembered
+    /// already). Only if the cursor stood at `from`, where this memory left it, do the complete
+    /// units stay complete and the read ones join them: any other cursor means another replica
+    /// applied events, or the memory started over since and lost what the pass remembered.
     pub fn advance(&mut self, from: i64, to: i64, written: KnownFacts, read: HashSet<String>) {
         self.funds.extend(written.funds);
         self.deed_taxes.extend(written.deed_taxes);
         self.land_fees.extend(written.land_fees);
-        if self.tax_cursor != Some(from) {
+        if self.tax_cursor == Some(from) {
+            self.complete_units.extend(read);
+        } else {
             self.complete_units.clear();
         }
-        self.complete_units.extend(read);
         self.tax_cursor = Some(to);
+    }
+
+    /// Trusts nothing absent any more, until the tax follower's next pass (a pass that failed
+    /// may have committed part of its facts without moving the cursor).
+    pub fn distrust(&mut self) {
+        self.complete_units.clear();
+        self.tax_cursor = None;
     }
 
     /// Whether the unit's tax facts may be taken from memory alone in a transaction that recorded
@@ -288,8 +298,13 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         /// This process's follower applies facts (unit, buyer or `None` for the 维修资金) and,
-        /// in the same transaction, reads these units in full.
-        OwnPass(Vec<(u8, Option<u8>)>, Vec<u8>),
+        /// in the same transaction, reads these units in full; with the flag, the memory starts
+        /// over (too large: another thread's `remember`) between the pass's remembering and its
+        /// advance.
+        OwnPass(Vec<(u8, Option<u8>)>, Vec<u8>, bool),
+        /// This process's follower commits part of a pass's facts and then fails: the cursor
+        /// stays where it was.
+        FailedPass(Vec<(u8, Option<u8>)>),
         /// Another replica's follower applies facts.
         OtherPass(Vec<(u8, Option<u8>)>),
         /// A submission reads the cursor (then, in later steps, the facts, then remembers).
@@ -302,8 +317,13 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         let fact = (0u8..4, proptest::option::of(0u8..2));
         prop_oneof![
-            3 => (proptest::collection::vec(fact.clone(), 0..4), proptest::collection::vec(0u8..4, 0..3))
-                .prop_map(|(f, r)| Step::OwnPass(f, r)),
+            3 => (
+                proptest::collection::vec(fact.clone(), 0..4),
+                proptest::collection::vec(0u8..4, 0..3),
+                proptest::bool::weighted(0.1),
+            )
+                .prop_map(|(f, r, reset)| Step::OwnPass(f, r, reset)),
+            1 => proptest::collection::vec(fact.clone(), 1..3).prop_map(Step::FailedPass),
             1 => proptest::collection::vec(fact, 1..3).prop_map(Step::OtherPass),
             2 => proptest::collection::vec(0u8..4, 1..3).prop_map(Step::SubmitCursor),
             2 => Just(Step::SubmitFacts),
@@ -369,14 +389,24 @@ mod tests {
             let mut submit: Option<(Vec<u8>, i64, Option<KnownFacts>)> = None;
             for step in steps {
                 match step {
-                    Step::OwnPass(facts, read) => {
+                    Step::OwnPass(facts, read, reset) => {
                         let from = reg.cursor;
                         let written = reg.apply(&facts);
                         // The pass remembers what it read and wrote, then moves the cursor.
                         let learned = reg.read(&read);
                         let units = learned.complete_units.clone();
                         mem.merge(KnownFacts { complete_units: HashSet::new(), ..learned });
+                        if reset {
+                            mem = KnownFacts::default();
+                        }
                         mem.advance(from, reg.cursor, written, units);
+                    }
+                    Step::FailedPass(facts) => {
+                        // Part of the facts committed, the cursor unmoved, nothing remembered.
+                        let cursor = reg.cursor;
+                        reg.apply(&facts);
+                        reg.cursor = cursor;
+                        mem.distrust();
                     }
                     Step::OtherPass(facts) => {
                         reg.apply(&facts);
@@ -410,34 +440,36 @@ mod tests {
         }
     }
 
+    fn units(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     #[test]
     fn another_cursor_drops_every_complete_unit() {
         let mut k = KnownFacts::default();
-        k.advance(
-            0,
-            3,
-            KnownFacts::default(),
-            HashSet::from(["u1".to_owned()]),
-        );
+        // The first pass finds no cursor in memory: what it read counts from the next one on.
+        k.advance(0, 2, KnownFacts::default(), units(&["u0"]));
+        assert!(k.trusts(Some(2)) && k.complete_units.is_empty());
+        k.advance(2, 3, KnownFacts::default(), units(&["u1"]));
         assert!(k.trusts(Some(3)) && k.complete_units.contains("u1"));
         assert!(!k.trusts(Some(2)) && !k.trusts(None));
         // A read at an older cursor adds nothing complete.
         k.merge(KnownFacts {
-            complete_units: HashSet::from(["u2".to_owned()]),
+            complete_units: units(&["u2"]),
             tax_cursor: Some(2),
             ..KnownFacts::default()
         });
         assert!(!k.complete_units.contains("u2"));
         // Someone else moved the cursor from 3 to 5: this pass starts at 5.
-        k.advance(
-            5,
-            6,
-            KnownFacts::default(),
-            HashSet::from(["u3".to_owned()]),
-        );
-        assert_eq!(k.complete_units, HashSet::from(["u3".to_owned()]));
+        k.advance(5, 6, KnownFacts::default(), units(&["u3"]));
+        assert!(k.complete_units.is_empty() && k.trusts(Some(6)));
+        k.advance(6, 7, KnownFacts::default(), units(&["u3"]));
+        assert_eq!(k.complete_units, units(&["u3"]));
         k.forget("c", "u3");
         assert!(k.complete_units.is_empty());
+        k.advance(7, 8, KnownFacts::default(), units(&["u4"]));
+        k.distrust();
+        assert!(k.complete_units.is_empty() && !k.trusts(Some(8)));
     }
 
     #[test]
