@@ -890,7 +890,7 @@ impl Registration {
         };
         // Read before the facts: what the facts read then shows is complete as of this cursor
         // at least (see `KnownFacts`), so the follower need not read these units again.
-        let tax_cursor = crate::follow::cursor_in(&mut tx, crate::follow::Feed::Tax).await?;
+        let tax_cursor = crate::follow::cursor(&mut *tx, crate::follow::Feed::Tax).await?;
         let facts = rows::unit_facts(&mut tx, &units, &parcels).await?;
         let foreign: Vec<&String> = units
             .iter()
@@ -926,6 +926,7 @@ impl Registration {
         let mut log_vals = Vec::with_capacity(cases.len());
         let mut protos = Vec::with_capacity(cases.len());
         let mut live_buyers = HashMap::with_capacity(cases.len());
+        let mut live_units = HashSet::with_capacity(cases.len());
         for c in &cases {
             let case_id = uuid::Uuid::now_v7().to_string();
             let buyers: Vec<BuyerRow> = c
@@ -993,6 +994,7 @@ impl Registration {
             ]);
             protos.push(case_proto(&row, &buyers));
             if row.active == 1 {
+                live_units.insert(row.unit_code.clone());
                 live_buyers.insert(case_id, buyers);
             }
         }
@@ -1067,11 +1069,6 @@ impl Registration {
         finish_mutation(&self.idem, tx, &who, &r.request_id, &resp).await?;
         // The live cases' buyers and their units' tax facts, for the feed follower's evaluations
         // to come (the burst of 契税 and 维修资金 that follows a submission).
-        let live_units: HashSet<String> = cases
-            .iter()
-            .filter(|c| c.opt_in)
-            .map(|c| c.unit.as_str().to_owned())
-            .collect();
         self.engine.remember(KnownFacts {
             buyers: live_buyers,
             funds: facts.funds,

@@ -219,20 +219,22 @@ impl Engine {
         if learned.is_empty() {
             return;
         }
-        let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if memory.len() + learned.len() > KNOWN_MAX {
-            *memory = KnownFacts::default();
-        }
-        memory.merge(learned);
+        self.with_room(learned.len()).merge(learned);
     }
 
     /// After the tax follower committed a pass (see [`KnownFacts::advance`]).
     pub fn advance_tax(&self, from: i64, to: i64, written: KnownFacts, read: HashSet<String>) {
+        self.with_room(written.len() + read.len())
+            .advance(from, to, written, read);
+    }
+
+    /// The memory, started over if `more` entries would take it past [`KNOWN_MAX`].
+    fn with_room(&self, more: usize) -> std::sync::RwLockWriteGuard<'_, KnownFacts> {
         let mut memory = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if memory.len() + written.len() + read.len() > KNOWN_MAX {
+        if memory.len() + more > KNOWN_MAX {
             *memory = KnownFacts::default();
         }
-        memory.advance(from, to, written, read);
+        memory
     }
 
     /// After the tax follower failed a pass (see [`KnownFacts::distrust`]).

@@ -53,21 +53,15 @@ struct Touched {
     land_parcels: BTreeSet<String>,
 }
 
-pub async fn cursor(reg: &Registration, feed: Feed) -> Result<i64, StoreError> {
+/// The feed's cursor as `db` (the pool, or a transaction's connection) sees it.
+pub async fn cursor<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    feed: Feed,
+) -> Result<i64, StoreError> {
     let row: Option<(i64,)> =
         sqlx::query_as("SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1")
             .bind(feed.name())
-            .fetch_optional(reg.engine.db.pool())
-            .await?;
-    Ok(row.map(|r| r.0).unwrap_or(0))
-}
-
-/// The feed's cursor as the caller's transaction sees it.
-pub async fn cursor_in(tx: &mut Tx<'_>, feed: Feed) -> Result<i64, StoreError> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT last_sequence FROM registration.feed_cursors WHERE feed = $1")
-            .bind(feed.name())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(db)
             .await?;
     Ok(row.map(|r| r.0).unwrap_or(0))
 }
@@ -118,7 +112,7 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 async fn follow_once(reg: &Registration, feed: Feed, published: &Publisher) -> anyhow::Result<()> {
-    let after = cursor(reg, feed).await?;
+    let after = cursor(reg.engine.db.pool(), feed).await?;
     match feed {
         Feed::Survey => {
             let mut client = survey::survey_data_service_client::SurveyDataServiceClient::new(
@@ -488,12 +482,9 @@ async fn apply_batch<E: Sequenced>(
     }
     let actor = format!("feed:{}", feed.name());
     // Only the tax follower writes tax facts, so only it can vouch for their absence.
-    let (tax_cursor, written) = match feed {
-        Feed::Tax => (Some(current), facts.recorded(None)),
-        Feed::Survey | Feed::Acceptance => (None, KnownFacts::default()),
-    };
+    let tax_cursor = (feed == Feed::Tax).then_some(current);
     let parts = parallel_parts(reg, &facts, &touched);
-    let (changed, read) = if parts > 1 {
+    let applied = if parts > 1 {
         // The parts commit on their own connections while this transaction holds the cursor; it
         // advances only once all of them have committed. A part that committed before another
         // failed is applied again from the old cursor: fact rows are kept first-come (ON CONFLICT
@@ -507,13 +498,14 @@ async fn apply_batch<E: Sequenced>(
         .await?;
         set_cursor(&mut tx, feed, last).await?;
         tx.commit().await?;
-        let mut read = HashSet::new();
-        let mut changed = 0;
-        for (n, units) in applied {
-            changed += n;
-            read.extend(units);
-        }
-        (changed, read)
+        applied
+            .into_iter()
+            .fold(Applied::default(), |mut all, part| {
+                all.changed += part.changed;
+                all.read.extend(part.read);
+                all.written.merge(part.written);
+                all
+            })
     } else {
         let recorded = facts.recorded(tax_cursor);
         facts.write(&mut tx).await?;
@@ -538,17 +530,22 @@ async fn apply_batch<E: Sequenced>(
         tx.commit().await?;
         let read = std::mem::take(&mut learned.complete_units);
         reg.engine.remember(learned);
-        (publish(published, changed).await?, read)
+        Applied {
+            changed: publish(published, changed).await?,
+            read,
+            written: recorded,
+        }
     };
     if feed == Feed::Tax {
-        reg.engine.advance_tax(current, last, written, read);
+        reg.engine
+            .advance_tax(current, last, applied.written, applied.read);
     }
     tracing::debug!(
         feed = feed.name(),
         events = events.len(),
         last,
         parts,
-        changed,
+        changed = applied.changed,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "applied feed events"
     );
@@ -591,9 +588,19 @@ fn parallel_parts(reg: &Registration, facts: &Facts, touched: &Touched) -> usize
     cores.min(pool_share).clamp(1, 4)
 }
 
+/// What a batch, or a part of it, applied.
+#[derive(Default)]
+struct Applied {
+    /// Cases changed.
+    changed: usize,
+    /// Units whose tax facts were read in full.
+    read: HashSet<String>,
+    /// The tax facts written.
+    written: KnownFacts,
+}
+
 /// Writes one part's facts and re-evaluates its units in a transaction of its own, then hands the
-/// changed cases to the publisher at once: they are committed, whatever the other parts do. Returns
-/// how many cases changed and the units whose facts it read in full.
+/// changed cases to the publisher at once: they are committed, whatever the other parts do.
 async fn apply_part(
     reg: &Registration,
     facts: Facts,
@@ -601,7 +608,7 @@ async fn apply_part(
     actor: &str,
     published: &Publisher,
     tax_cursor: Option<i64>,
-) -> anyhow::Result<(usize, HashSet<String>)> {
+) -> anyhow::Result<Applied> {
     let recorded = facts.recorded(tax_cursor);
     let mut tx = reg.engine.db.begin().await?;
     facts.write(&mut tx).await?;
@@ -612,7 +619,11 @@ async fn apply_part(
     tx.commit().await?;
     let read = std::mem::take(&mut learned.complete_units);
     reg.engine.remember(learned);
-    Ok((publish(published, changed).await?, read))
+    Ok(Applied {
+        changed: publish(published, changed).await?,
+        read,
+        written: recorded,
+    })
 }
 
 fn filing_name(kind: i32) -> &'static str {
