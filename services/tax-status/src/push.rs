@@ -46,8 +46,8 @@ enum BatchError {
 
 impl From<StoreError> for BatchError {
     fn from(e: StoreError) -> Self {
-        // A key of the batch was committed by another stream after our look-up: the fact tables
-        // and the feed both refuse a second row for one event id.
+        // A key of the batch was committed by another stream after our look-up: the feed refuses
+        // a second row for one event id (the fact rows go in the same statement).
         if e.is_unique_violation() {
             BatchError::Raced
         } else {
