@@ -146,8 +146,14 @@ impl SurveyData {
             .ok_or_else(|| ApiError::internal("table version overflow"))?;
 
         store::insert_version(&mut tx, &table, version, &principal, now).await?;
-        let (foreign, total) =
-            store::foreign_units(&mut tx, project, version, FOREIGN_UNITS_LISTED).await?;
+        let (foreign, total) = store::claim_units(
+            &mut tx,
+            self.db.backend(),
+            project,
+            version,
+            FOREIGN_UNITS_LISTED,
+        )
+        .await?;
         if total > 0 {
             let listed: Vec<String> = foreign
                 .iter()

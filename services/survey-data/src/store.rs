@@ -1,7 +1,8 @@
-//! SQL of the survey schema. Every statement runs unchanged on PostgreSQL and SQLite (sqlx Any).
+//! SQL of the survey schema. Every statement runs unchanged on PostgreSQL and SQLite (sqlx Any),
+//! but the claim of an upload's unit codes (see [`claim_units`]).
 use tongjiao_proto::survey::{Structure, Unit};
 use tongjiao_store::{
-    Db, Rows, StoreError, Tx, Val, bulk,
+    Backend, Db, Rows, StoreError, Tx, Val, bulk,
     sqlx::{self, AssertSqlSafe, Row, any::AnyRow},
 };
 
@@ -156,7 +157,7 @@ pub async fn insert_version(
     )
     .await?;
 
-    // Units in code order, the order of the primary key and of the owner claims below.
+    // Units in code order, the order of the primary key and of the owner claims (`claim_units`).
     let mut units: Vec<(&ValidBuilding, &crate::validate::ValidUnit)> = table
         .buildings
         .iter()
@@ -191,30 +192,65 @@ pub async fn insert_version(
         "",
     )
     .await?;
+    Ok(())
+}
 
-    // Claim the codes for this project, copied server-side from the rows just written (in code
-    // order, so concurrent uploads lock owner rows in the same order).
+/// Claims the codes of version `version` for its project and returns the codes another project
+/// already owns: up to `limit` (code, owner) pairs and their total count. Codes are claimed from
+/// the rows just written, in code order, so concurrent uploads lock owner rows in the same order;
+/// a code another upload is claiming waits for that upload's outcome.
+///
+/// On PostgreSQL one statement claims and reports: a code owned by another project "updates" its
+/// owner row to the same owner, which returns it (the caller then rolls the whole upload back).
+/// That replaced a claim and a second pass joining the owners to the units (2,000 → 10,000-unit
+/// uploads in isolation: the three statements of units, claim and check 151 → 117 ms with the
+/// key order below). SQLite has no data-modifying `WITH`, so the sandbox claims, then checks.
+pub async fn claim_units(
+    tx: &mut Tx<'static>,
+    backend: Backend,
+    project_id: &str,
+    version: u32,
+    limit: i64,
+) -> Result<(Vec<(String, String)>, i64), StoreError> {
+    let version = i64::from(version);
+    if backend == Backend::Postgres {
+        let rows = sqlx::query(
+            "WITH claimed AS ( \
+               INSERT INTO survey.unit_owners (unit_code, project_id, first_version) \
+               SELECT unit_code, project_id, version FROM survey.units \
+               WHERE project_id = $1 AND version = $2 ORDER BY unit_code \
+               ON CONFLICT (unit_code) DO UPDATE SET project_id = survey.unit_owners.project_id \
+               WHERE survey.unit_owners.project_id <> excluded.project_id \
+               RETURNING unit_code, project_id), \
+             foreign_owned AS (SELECT unit_code, project_id FROM claimed WHERE project_id <> $1) \
+             SELECT unit_code, project_id, (SELECT CAST(COUNT(*) AS BIGINT) FROM foreign_owned) \
+             FROM foreign_owned ORDER BY unit_code LIMIT $3",
+        )
+        .bind(project_id)
+        .bind(version)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        let total = match rows.first() {
+            Some(r) => r.try_get(2)?,
+            None => 0,
+        };
+        let found = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()?;
+        return Ok((found, total));
+    }
     sqlx::query(
         "INSERT INTO survey.unit_owners (unit_code, project_id, first_version) \
          SELECT unit_code, project_id, version FROM survey.units \
          WHERE project_id = $1 AND version = $2 ORDER BY unit_code \
          ON CONFLICT (unit_code) DO NOTHING",
     )
-    .bind(project)
+    .bind(project_id)
     .bind(version)
     .execute(&mut **tx)
     .await?;
-    Ok(())
-}
-
-/// Unit codes of this version that another project already owns: up to `limit` (code, owner)
-/// pairs and the total count.
-pub async fn foreign_units(
-    tx: &mut Tx<'static>,
-    project_id: &str,
-    version: u32,
-    limit: i64,
-) -> Result<(Vec<(String, String)>, i64), StoreError> {
     let rows = sqlx::query(
         "SELECT o.unit_code, o.project_id FROM survey.unit_owners o \
          JOIN survey.units u ON u.unit_code = o.unit_code \
@@ -222,7 +258,7 @@ pub async fn foreign_units(
          ORDER BY o.unit_code LIMIT $3",
     )
     .bind(project_id)
-    .bind(i64::from(version))
+    .bind(version)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
@@ -240,7 +276,7 @@ pub async fn foreign_units(
          WHERE u.project_id = $1 AND u.version = $2 AND o.project_id <> $1",
     )
     .bind(project_id)
-    .bind(i64::from(version))
+    .bind(version)
     .fetch_one(&mut **tx)
     .await?;
     Ok((found, total))
@@ -259,10 +295,14 @@ pub async fn set_latest_version(
     Ok(())
 }
 
-/// The latest stored version of a unit code.
+/// The latest stored version of a unit code. Only its owner's versions hold it (an upload naming
+/// another project's code is refused), and on PostgreSQL the units are keyed by project, code and
+/// version, so the owner row leads to the one key range.
 pub async fn get_unit(db: &Db, unit_code: &str) -> Result<Option<Unit>, StoreError> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {UNIT_COLUMNS} FROM survey.units WHERE unit_code = $1 ORDER BY version DESC LIMIT 1"
+        "SELECT {UNIT_COLUMNS} FROM survey.units \
+         WHERE project_id = (SELECT project_id FROM survey.unit_owners WHERE unit_code = $1) \
+         AND unit_code = $1 ORDER BY version DESC LIMIT 1"
     )))
     .bind(unit_code)
     .fetch_optional(db.pool())

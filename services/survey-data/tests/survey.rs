@@ -769,6 +769,11 @@ async fn preconditions_parcel_and_foreign_units() {
         err.message()
     );
     assert!(err.message().contains(PROJECT), "{}", err.message());
+    assert!(
+        err.message().starts_with("2 unit code(s) already belong"),
+        "two of its three codes are taken: {}",
+        err.message()
+    );
     assert_eq!(
         env.written().await,
         before,
@@ -782,6 +787,32 @@ async fn preconditions_parcel_and_foreign_units() {
         u.unit_code = unit_code(7, u32::try_from(i).expect("small") + 1);
     }
     assert_eq!(env.upload(other).await.expect("other project").version, 1);
+
+    // Many taken codes: the count is exact, the first twenty are named, the rest elided.
+    let in_building_9 = |request: &str, project: &str, units: u32| {
+        let mut t = table(request, project, 1, units);
+        t.buildings[0].building_number = 9;
+        for (i, u) in t.buildings[0].units.iter_mut().enumerate() {
+            u.unit_code = unit_code(9, u32::try_from(i).expect("small") + 1);
+        }
+        t
+    };
+    env.upload(in_building_9("p-5", "YQ-2022-003", 30))
+        .await
+        .expect("thirty units");
+    let before = env.written().await;
+    let err = env
+        .upload(in_building_9("p-6", "YQ-2022-004", 31))
+        .await
+        .expect_err("thirty taken");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let msg = err.message();
+    assert!(msg.starts_with("30 unit code(s) already belong"), "{msg}");
+    assert_eq!(msg.matches("(project YQ-2022-003)").count(), 20, "{msg}");
+    assert!(msg.contains(&unit_code(9, 1)), "{msg}");
+    assert!(!msg.contains(&unit_code(9, 21)), "{msg}");
+    assert!(msg.ends_with(", …"), "{msg}");
+    assert_eq!(env.written().await, before, "nothing of it stays");
 }
 
 #[tokio::test]
