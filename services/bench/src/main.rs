@@ -465,6 +465,7 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
         .map(|f| report::ratios(&suite.phases, f))
         .unwrap_or_default();
     let targets = report::targets(&suite.phases, &services, counters, args.big_table);
+    let cpu_budgets = report::cpu_budgets(&suite.phases, machine.nproc, args.big_table);
     let mut config = serde_json::to_value(args)?;
     config["pg"] = redact(&args.pg).into();
     config["database"] = env.db_name.clone().into();
@@ -494,6 +495,7 @@ async fn run(args: &HandoverArgs, env: &RunEnv) -> anyhow::Result<Report> {
         checks,
         ratios,
         targets,
+        cpu_budgets,
         notes,
     };
     println!("{}", report::render(&report));

@@ -7,7 +7,7 @@ use crate::{
     floors::{Floor, Floors},
     phases::{CertificateCheck, Phase},
     procs::Machine,
-    stats::{Latency, round3},
+    stats::{Latency, round1, round3},
 };
 
 pub const SCHEMA: &str = "tongjiao-bench/handover/v1";
@@ -58,6 +58,29 @@ pub struct Ratio {
     pub ratio: f64,
 }
 
+/// CPU per item of one workload, every process on the machine, against what its target rate leaves
+/// on this machine's cores: where the total is over the budget, no ordering of the work can meet
+/// the target here, only less work per item.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuBudget {
+    pub name: String,
+    /// The phases whose CPU is counted.
+    pub phases: Vec<String>,
+    /// What one item is ("event sent", "certificate", …).
+    pub per: String,
+    pub items: u64,
+    /// µs per item, all processes (PostgreSQL once, not again by service).
+    pub total_us: f64,
+    /// µs per item by process, with `postgres:<service>` for PostgreSQL's part per service.
+    pub by_process_us: BTreeMap<String, f64>,
+    /// The target, as items per second.
+    pub target_per_s: f64,
+    /// Seconds the targets allow after the last item (readiness within 100 ms of the last ack).
+    pub allowance_s: f64,
+    /// µs per item the targets leave: cores × 10^6 × (1 ÷ target_per_s + allowance_s ÷ items).
+    pub budget_us: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub name: String,
@@ -86,6 +109,7 @@ pub struct Report {
     pub checks: Checks,
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
+    pub cpu_budgets: Vec<CpuBudget>,
     pub notes: Vec<String>,
 }
 
@@ -194,6 +218,76 @@ pub fn ratios(phases: &[Phase], floors: &Floors) -> Vec<Ratio> {
                 true,
             ));
         }
+    }
+    out
+}
+
+/// CPU per item of the workloads with a rate target: the tax burst (from the first event sent to
+/// every case READY, per event sent), the counters (per certificate) and the 10,000-unit 楼盘表 (per
+/// unit, its target being a time).
+pub fn cpu_budgets(phases: &[Phase], cores: usize, big_table: u32) -> Vec<CpuBudget> {
+    let workloads: [(&str, &[&str], &str, f64, f64); 3] = [
+        (
+            "tax burst: stream to durable ack, then every case READY",
+            &["tax_feed", "readiness_visible"],
+            "event sent",
+            50_000.0,
+            0.1,
+        ),
+        (
+            "counter issue path",
+            &["counters"],
+            "certificate",
+            5_000.0,
+            0.0,
+        ),
+        (
+            "楼盘表 accepted and durable",
+            &["big_table_upload"],
+            "unit",
+            f64::from(big_table) / 0.5,
+            0.0,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, names, per, target_per_s, allowance_s) in workloads {
+        let counted: Vec<&Phase> = names.iter().filter_map(|n| phase(phases, n)).collect();
+        let Some(first) = counted.first() else {
+            continue;
+        };
+        let items = first.items;
+        if items == 0 || target_per_s <= 0.0 {
+            continue;
+        }
+        let mut by_process: BTreeMap<String, f64> = BTreeMap::new();
+        for p in &counted {
+            for (k, v) in &p.cpu.cpu_s {
+                *by_process.entry(k.clone()).or_default() += v;
+            }
+        }
+        let us = |s: f64| round1(s * 1e6 / items as f64);
+        let total = by_process
+            .iter()
+            .filter(|(k, _)| !k.contains(':'))
+            .map(|(_, v)| v)
+            .sum::<f64>();
+        out.push(CpuBudget {
+            name: name.into(),
+            phases: names.iter().map(|n| (*n).to_owned()).collect(),
+            per: per.into(),
+            items,
+            total_us: us(total),
+            by_process_us: by_process
+                .into_iter()
+                .filter(|(_, v)| *v > 0.0)
+                .map(|(k, v)| (k, us(v)))
+                .collect(),
+            target_per_s,
+            allowance_s,
+            budget_us: round1(
+                cores.max(1) as f64 * 1e6 * (1.0 / target_per_s + allowance_s / items as f64),
+            ),
+        });
     }
     out
 }
@@ -528,6 +622,51 @@ pub fn render(r: &Report) -> String {
                 ));
             }
             o.push('\n');
+        }
+    }
+
+    if !r.cpu_budgets.is_empty() {
+        o.push_str(&format!(
+            "\nCPU PER ITEM (µs of CPU, every process; what the target leaves on {} cores; /proc counts 10 ms ticks)\n",
+            r.machine.machine.nproc
+        ));
+        for b in &r.cpu_budgets {
+            let mut parts: Vec<String> = b
+                .by_process_us
+                .iter()
+                .filter(|(k, _)| k.as_str() != "postgres")
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect();
+            // PostgreSQL's own processes (WAL writer, checkpointer, …), beside its backends.
+            let backends: f64 = b
+                .by_process_us
+                .iter()
+                .filter(|(k, _)| k.starts_with("postgres:"))
+                .map(|(_, v)| v)
+                .sum();
+            let rest = b.by_process_us.get("postgres").copied().unwrap_or(0.0) - backends;
+            if rest > 0.05 {
+                parts.push(format!("postgres (other) {rest:.1}"));
+            }
+            o.push_str(&format!(
+                "  {} (per {}): {:.1} µs, budget {:.1} µs at {:.0}/s{}{}\n    {}\n",
+                b.name,
+                b.per,
+                b.total_us,
+                b.budget_us,
+                b.target_per_s,
+                if b.allowance_s > 0.0 {
+                    format!(" and {:.0} ms after the last", b.allowance_s * 1e3)
+                } else {
+                    String::new()
+                },
+                if b.total_us > b.budget_us {
+                    " — over: the cores cannot do it"
+                } else {
+                    ""
+                },
+                parts.join(", ")
+            ));
         }
     }
 

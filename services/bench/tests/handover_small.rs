@@ -204,5 +204,51 @@ fn small_run(flow: &str, rpcs: &[&str]) {
     }
     assert!(!r["targets"].as_array().expect("targets").is_empty());
     assert!(!r["ratios"].as_array().expect("ratios").is_empty());
+
+    // CPU per item of each targeted workload, against what its target leaves on these cores.
+    let budgets = r["cpu_budgets"].as_array().expect("cpu_budgets");
+    let per: Vec<&str> = budgets
+        .iter()
+        .map(|b| b["per"].as_str().expect("per"))
+        .collect();
+    assert_eq!(per, ["event sent", "certificate", "unit"]);
+    let nproc = r["machine"]["nproc"].as_f64().expect("nproc");
+    for b in budgets {
+        let first = b["phases"][0].as_str().expect("phase");
+        let phase = r["phases"]
+            .as_array()
+            .expect("phases")
+            .iter()
+            .find(|p| p["name"] == first)
+            .expect("the budget's phase is in the report");
+        let items = b["items"].as_f64().expect("items");
+        assert_eq!(items, phase["items"].as_f64().expect("phase items"), "{b}");
+        let target = b["target_per_s"].as_f64().expect("target");
+        let allowance = b["allowance_s"].as_f64().expect("allowance");
+        let budget = nproc * 1e6 * (1.0 / target + allowance / items);
+        assert!(
+            (b["budget_us"].as_f64().expect("budget") - budget).abs() <= 0.051,
+            "{b}: budget {budget}"
+        );
+        let summed: f64 = b["by_process_us"]
+            .as_object()
+            .expect("by process")
+            .iter()
+            .filter(|(k, _)| !k.contains(':'))
+            .map(|(_, v)| v.as_f64().expect("µs"))
+            .sum();
+        let total = b["total_us"].as_f64().expect("total");
+        assert!(
+            (total - summed).abs()
+                <= 0.05 * b["by_process_us"].as_object().map_or(1, |m| m.len()) as f64 + 1e-9,
+            "{b}: parts sum to {summed}"
+        );
+    }
+    let tax = &budgets[0];
+    assert_eq!(
+        tax["phases"],
+        serde_json::json!(["tax_feed", "readiness_visible"])
+    );
+    assert_eq!(tax["allowance_s"].as_f64(), Some(0.1), "{tax}");
     let _ = std::fs::remove_dir_all(&dir);
 }
