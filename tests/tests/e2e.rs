@@ -1528,6 +1528,91 @@ async fn a_tax_feed_applied_again_from_an_old_cursor_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_case_shows_what_it_lacks_after_a_burst_and_after_a_restart() {
+    // The tax follower writes a case that stays pending only once the feed goes quiet (its
+    // intermediate lists of what it lacks are not each written); a restart evaluates every
+    // pending case again, so a write lost with the process never leaves a stale list behind.
+    let mut suite = Suite::start().await;
+    let sc = Scenario::new("YQ-E2E-014", 1, 3);
+    prepare_project(&suite, &sc).await;
+    submit(&suite, &sc, "batch").await;
+    let unit0 = sc.cases[0].unit_code.clone();
+    let db = register_db(&suite).await;
+    let stored = |db: tongjiao_store::Db, unit: String| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT missing, version FROM registration.cases WHERE unit_code = $1",
+        )
+        .bind(unit)
+        .fetch_one(db.pool())
+        .await
+        .expect("case row")
+    };
+    let (before_funds, _) = stored(db.clone(), unit0.clone()).await;
+
+    // Every 维修资金, no 契税: every case stays pending and stops lacking its fund.
+    let funds: Vec<_> = sc
+        .tax_events()
+        .into_iter()
+        .filter(|e| e.event_id.starts_with("fund-"))
+        .collect();
+    assert_eq!(funds.len(), sc.cases.len());
+    push_tax(&suite, funds).await;
+    let lacks = |c: &reg::Case| -> Vec<i32> { c.missing.iter().map(|m| m.kind).collect() };
+    for c in &sc.cases {
+        let unit = c.unit_code.clone();
+        let case = eventually("the fund no longer missing", 30, || {
+            let s = &suite;
+            let unit = unit.clone();
+            async move {
+                let case = find_by_unit(s, &unit).await;
+                (!lacks(&case).contains(&(reg::MissingKind::MaintenanceFund as i32)))
+                    .then_some(case)
+            }
+        })
+        .await;
+        assert_eq!(case.state, reg::CaseState::Pending as i32, "{case:?}");
+        assert!(
+            lacks(&case).contains(&(reg::MissingKind::DeedTax as i32)),
+            "{case:?}"
+        );
+    }
+    // The register holds it too, not only the workflow store.
+    let (after_funds, version) = eventually("the register written", 30, || {
+        let (db, unit) = (db.clone(), unit0.clone());
+        let before = before_funds.clone();
+        async move {
+            let row = stored(db, unit).await;
+            (row.0 != before).then_some(row)
+        }
+    })
+    .await;
+
+    // As if the process had stopped before writing it: the register still shows the old list.
+    suite.stop_registration().await;
+    sqlx::query("UPDATE registration.cases SET missing = $1 WHERE unit_code = $2")
+        .bind(&before_funds)
+        .bind(&unit0)
+        .execute(db.pool())
+        .await
+        .expect("stale list");
+    suite.start_registration().await;
+    let case = find_by_unit(&suite, &unit0).await;
+    assert!(
+        !lacks(&case).contains(&(reg::MissingKind::MaintenanceFund as i32)),
+        "brought up to date on start: {case:?}"
+    );
+    let (missing, refreshed) = stored(db.clone(), unit0.clone()).await;
+    assert_eq!(missing, after_funds);
+    assert_eq!(refreshed, version + 1, "one new version for the correction");
+    let log = case_log(&suite, &case.case_id).await;
+    assert_eq!(
+        log.last().map(|(v, s, _)| (*v, s.as_str())),
+        Some((version + 1, "pending")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_clock_set_back_after_a_sweep_still_lapses_what_falls_overdue() {
     // The deadline sweeper reads only deadlines from its last sweep's day on. After sweeps on a
     // day a month ahead and the clock corrected back, a batch due five days from the real today

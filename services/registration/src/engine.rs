@@ -42,6 +42,8 @@ pub struct Engine {
     pub settled_projects: Arc<RwLock<HashMap<String, ProjectRow>>>,
     /// Buyers and tax facts known present (see [`KnownFacts`]).
     pub known: Arc<RwLock<KnownFacts>>,
+    /// Pending cases re-evaluated but not yet written (see [`Deferred`]).
+    pub deferred: Arc<Deferred>,
 }
 
 /// What [`Engine::read_facts`] found.
@@ -54,6 +56,97 @@ pub struct ReadFacts {
 
 /// Where committed cases go to be mirrored (see [`Engine::spawn_publisher`]).
 pub type Publisher = mpsc::Sender<Vec<pb::Case>>;
+
+/// What a re-evaluation did.
+#[derive(Default)]
+pub struct Reevaluated {
+    /// The cases written (clear ids).
+    pub changed: Vec<pb::Case>,
+    /// What to remember once the transaction committed (see [`Engine::read_facts`]).
+    pub learned: KnownFacts,
+    /// Units of the cases left unwritten (see [`Engine::reevaluate_units`]).
+    pub deferred: Vec<String>,
+}
+
+/// Units whose pending cases the tax follower found lacking less but did not write, until they are
+/// written (see `follow::flush_deferred`). During a burst of the feed a case's 契税 and 维修资金
+/// arrive in different passes; writing each intermediate list of what it lacks (a row version, a
+/// log entry, a Redis write) was half of the follower's case writes. A case that becomes READY is
+/// written at once; one that stays pending is written once, when the feed has been quiet a moment
+/// or the oldest deferral reaches its bound, with what it lacks then. Nothing here is durable:
+/// after a restart every pending case is evaluated again ([`Engine::refresh_pending`]).
+#[derive(Default)]
+pub struct Deferred {
+    state: std::sync::Mutex<DeferredState>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct DeferredState {
+    units: HashSet<String>,
+    /// When the oldest unit in `units` was deferred.
+    since: Option<std::time::Instant>,
+    /// When the tax follower last committed a pass.
+    last_pass: Option<std::time::Instant>,
+}
+
+impl Deferred {
+    fn state(&self) -> std::sync::MutexGuard<'_, DeferredState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a tax pass committed: the units whose cases it wrote (their deferral is over: the
+    /// write holds every fact up to the pass) and those it deferred, and the pass's time.
+    pub fn add<'a>(&self, written: impl IntoIterator<Item = &'a str>, units: Vec<String>) {
+        let now = std::time::Instant::now();
+        let mut st = self.state();
+        st.last_pass = Some(now);
+        for unit in written {
+            st.units.remove(unit);
+        }
+        if units.is_empty() {
+            if st.units.is_empty() {
+                st.since = None;
+            }
+            return;
+        }
+        if st.units.is_empty() {
+            st.since = Some(now);
+        }
+        st.units.extend(units);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// How long until the deferred units are due: `quiet` after the last pass, or `bound` after
+    /// the oldest deferral, whichever comes first; `None` when there are none.
+    pub fn due_in(
+        &self,
+        quiet: std::time::Duration,
+        bound: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let st = self.state();
+        if st.units.is_empty() {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let quiet_at = st.last_pass.map_or(now, |t| t + quiet);
+        let bound_at = st.since.map_or(now, |t| t + bound);
+        Some(quiet_at.min(bound_at).saturating_duration_since(now))
+    }
+
+    /// Takes every deferred unit.
+    pub fn take(&self) -> Vec<String> {
+        let mut st = self.state();
+        st.since = None;
+        st.units.drain().collect()
+    }
+
+    /// Resolves once a unit is deferred (at once if one was since the last `take`).
+    pub async fn added(&self) {
+        self.wake.notified().await;
+    }
+}
 
 /// States whose readiness still moves with the facts.
 const LIVE_STATES: &str = "('pending', 'ready')";
@@ -254,23 +347,27 @@ impl Engine {
     }
 
     /// Re-evaluates the live cases on these units. `recorded` holds the tax facts this transaction
-    /// wrote; the returned facts are to be remembered once it committed.
+    /// wrote; the returned facts are to be remembered once it committed. With `defer`, a case that
+    /// stays pending and only lacks less is not written: its unit is returned instead, for
+    /// [`Deferred`] once the transaction committed.
     pub async fn reevaluate_units(
         &self,
         tx: &mut Tx<'_>,
         units: &[String],
         actor: &str,
         recorded: &KnownFacts,
-    ) -> Result<(Vec<pb::Case>, KnownFacts), StoreError> {
+        defer: bool,
+    ) -> Result<Reevaluated, StoreError> {
         if units.is_empty() {
-            return Ok((Vec::new(), KnownFacts::default()));
+            return Ok(Reevaluated::default());
         }
         let prefix = format!(
             "SELECT {CASE_COLUMNS} FROM registration.cases WHERE state IN {LIVE_STATES} AND unit_code"
         );
         let suffix = format!(" ORDER BY case_id{}", self.db.for_update());
         let cases: Vec<CaseRow> = rows::fetch_in(tx, &prefix, units, &suffix).await?;
-        self.reevaluate_with(tx, cases, actor, recorded).await
+        self.reevaluate_with(tx, cases, actor, recorded, defer)
+            .await
     }
 
     /// Re-evaluates every live case of a project.
@@ -317,6 +414,35 @@ impl Engine {
         self.reevaluate(tx, cases, "deadline-sweeper").await
     }
 
+    /// Evaluates every pending case again, a page at a time, writing those whose evaluation changed.
+    /// On start: a pending case whose facts changed while its write was deferred (see [`Deferred`])
+    /// may still show what it lacked before, if the process stopped before writing it.
+    pub async fn refresh_pending(&self, actor: &str) -> Result<usize, StoreError> {
+        let mut after = String::new();
+        let mut written = 0;
+        loop {
+            let mut tx = self.db.begin().await?;
+            let sql = format!(
+                "SELECT {CASE_COLUMNS} FROM registration.cases WHERE active = 1 AND state = 'pending' \
+                 AND case_id > $1 ORDER BY case_id LIMIT 500{}",
+                self.db.for_update()
+            );
+            let cases: Vec<CaseRow> = sqlx::query_as(AssertSqlSafe(sql))
+                .bind(&after)
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last) = cases.last() else {
+                tx.rollback().await?;
+                return Ok(written);
+            };
+            after = last.case_id.clone();
+            let changed = self.reevaluate(&mut tx, cases, actor).await?;
+            tx.commit().await?;
+            written += changed.len();
+            self.publish(changed).await;
+        }
+    }
+
     /// Recomputes what each case lacks and moves it through the state machine; writes the changed
     /// ones with a new version and a log entry. Returns the changed cases (clear ids).
     pub async fn reevaluate(
@@ -326,22 +452,24 @@ impl Engine {
         actor: &str,
     ) -> Result<Vec<pb::Case>, StoreError> {
         Ok(self
-            .reevaluate_with(tx, cases, actor, &KnownFacts::default())
+            .reevaluate_with(tx, cases, actor, &KnownFacts::default(), false)
             .await?
-            .0)
+            .changed)
     }
 
     /// [`Engine::reevaluate`] with the tax facts this transaction wrote, returning also what to
-    /// remember once it committed (see [`Engine::read_facts`]).
+    /// remember once it committed (see [`Engine::read_facts`]), and with `defer` the units of the
+    /// cases left unwritten (see [`Engine::reevaluate_units`]).
     pub async fn reevaluate_with(
         &self,
         tx: &mut Tx<'_>,
         cases: Vec<CaseRow>,
         actor: &str,
         recorded: &KnownFacts,
-    ) -> Result<(Vec<pb::Case>, KnownFacts), StoreError> {
+        defer: bool,
+    ) -> Result<Reevaluated, StoreError> {
         if cases.is_empty() {
-            return Ok((Vec::new(), KnownFacts::default()));
+            return Ok(Reevaluated::default());
         }
         let refs: Vec<&CaseRow> = cases.iter().collect();
         let (
@@ -357,6 +485,7 @@ impl Engine {
         let today = self.clock.today();
         let now = self.clock.now_ms();
         let mut changed = Vec::new();
+        let mut deferred = Vec::new();
         let mut case_rows = Vec::new();
         let mut log_rows = Vec::new();
         for case in cases {
@@ -366,6 +495,14 @@ impl Engine {
             let case_buyers = buyers.get(&case.case_id).map(Vec::as_slice).unwrap_or(&[]);
             let evaluation = evaluate(&case, case_buyers, project, &facts, today);
             if evaluation.state == case.state && evaluation.missing == case.missing {
+                continue;
+            }
+            if defer
+                && evaluation.state == case.state
+                && case.state == CaseState::Pending.as_str()
+                && evaluation.lapsed_reason.is_none()
+            {
+                deferred.push(case.unit_code);
                 continue;
             }
             let mut row = case;
@@ -389,7 +526,11 @@ impl Engine {
             changed.push(case_proto(&row, case_buyers));
         }
         write_cases(tx, case_rows, log_rows).await?;
-        Ok((changed, learned))
+        Ok(Reevaluated {
+            changed,
+            learned,
+            deferred,
+        })
     }
 
     /// Mirrors committed cases to the workflow store and tells batch watchers. A workflow store
@@ -619,4 +760,49 @@ pub async fn write_cases(
 ) -> Result<(), StoreError> {
     let (cases, log) = (Rows::from(case_rows), Rows::from(log_rows));
     bulk::insert_all(tx, &case_writes(&cases, &log)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Deferred;
+
+    const QUIET: Duration = Duration::from_secs(60);
+    const BOUND: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn nothing_deferred_is_never_due() {
+        let d = Deferred::default();
+        d.add([], Vec::new());
+        assert_eq!(d.due_in(QUIET, BOUND), None);
+    }
+
+    #[test]
+    fn a_deferral_is_due_after_the_quiet_and_a_write_ends_it() {
+        let d = Deferred::default();
+        d.add([], vec!["u1".into(), "u2".into()]);
+        let due = d.due_in(QUIET, BOUND).expect("due");
+        assert!(due <= QUIET && due > QUIET / 2, "{due:?}");
+        // A later pass that wrote u1's case: only u2 is left to write.
+        d.add(["u1"], Vec::new());
+        assert_eq!(d.take(), ["u2".to_owned()]);
+        assert_eq!(d.due_in(QUIET, BOUND), None, "taken");
+    }
+
+    #[test]
+    fn a_busy_feed_still_writes_within_the_bound() {
+        let d = Deferred::default();
+        d.add([], vec!["u1".into()]);
+        // Passes keep coming: the quiet never arrives, the bound from the first deferral does.
+        let due = d.due_in(Duration::from_secs(3600), Duration::from_millis(1));
+        assert!(
+            due.is_some_and(|w| w <= Duration::from_millis(1)),
+            "{due:?}"
+        );
+        d.add([], vec!["u2".into()]);
+        let mut all = d.take();
+        all.sort();
+        assert_eq!(all, ["u1".to_owned(), "u2".to_owned()]);
+    }
 }

@@ -40,7 +40,8 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Migrates the schema and rebuilds the workflow state from PostgreSQL.
+    /// Migrates the schema, rebuilds the workflow state from PostgreSQL and writes any pending case
+    /// whose facts moved on while its write was deferred (see `engine::Deferred`).
     pub async fn build(
         db: Db,
         workflow: Workflow,
@@ -59,6 +60,7 @@ impl Registration {
             changes,
             settled_projects: Default::default(),
             known: Default::default(),
+            deferred: Default::default(),
         };
         let config = Arc::new(config);
         let counters = counter::spawn(counter::Issuer {
@@ -76,6 +78,13 @@ impl Registration {
         };
         let rebuilt = reg.engine.rebuild(None).await?;
         tracing::info!(cases = rebuilt, "workflow state rebuilt from the register");
+        let refreshed = reg.engine.refresh_pending("restart").await?;
+        if refreshed > 0 {
+            tracing::info!(
+                cases = refreshed,
+                "pending cases brought up to date with their facts (待办件已按事实更新)"
+            );
+        }
         Ok(reg)
     }
 
@@ -100,6 +109,7 @@ impl Registration {
         ] {
             tasks.push(tokio::spawn(follow::follow(self.clone(), feed)));
         }
+        tasks.push(tokio::spawn(follow::flush_deferred(self.clone())));
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(me.config.lapse_sweep_every);
