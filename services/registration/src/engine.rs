@@ -74,7 +74,10 @@ pub struct Reevaluated {
 /// log entry, a Redis write) was half of the follower's case writes. A case that becomes READY is
 /// written at once; one that stays pending is written once, when the feed has been quiet a moment
 /// or the oldest deferral reaches its bound, with what it lacks then. Nothing here is durable:
-/// after a restart every pending case is evaluated again ([`Engine::refresh_pending`]).
+/// on start, and every ten minutes, every pending case is evaluated again
+/// ([`Engine::refresh_pending`]), so a process that stopped before writing leaves no stale list for
+/// longer than that. Whether a case may be transferred or issued is always decided from the facts
+/// inside the counter's own transaction, never from a stored list.
 #[derive(Default)]
 pub struct Deferred {
     state: std::sync::Mutex<DeferredState>,

@@ -22,6 +22,9 @@ use tongjiao_workflow::Workflow;
 pub use config::{Clock, RegistrationConfig, TokenSource};
 use engine::Engine;
 
+/// How often every pending case is evaluated again (besides on start).
+const REFRESH_PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -113,10 +116,24 @@ impl Registration {
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(me.config.lapse_sweep_every);
+            let mut refreshed = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 if let Err(e) = me.sweep_deadlines().await {
                     tracing::warn!(error = %e, "deadline sweep failed");
+                }
+                // A replica that stopped for good keeps its deferred writes (see
+                // `engine::Deferred`) from everyone but the next start; the others catch them here.
+                if refreshed.elapsed() >= REFRESH_PENDING_EVERY {
+                    refreshed = std::time::Instant::now();
+                    match me.engine.refresh_pending("refresh").await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            cases = n,
+                            "pending cases brought up to date with their facts (待办件已按事实更新)"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "refreshing pending cases failed"),
+                    }
                 }
             }
         }));
