@@ -204,7 +204,10 @@ pub async fn insert_version(
 /// owner row to the same owner, which returns it (the caller then rolls the whole upload back).
 /// That replaced a claim and a second pass joining the owners to the units (2,000 → 10,000-unit
 /// uploads in isolation: the three statements of units, claim and check 151 → 117 ms with the
-/// key order below). SQLite has no data-modifying `WITH`, so the sandbox claims, then checks.
+/// key order below). A new version of a project's own table locks its owner rows to the commit
+/// (the update's condition is false for them, but the row is locked to decide that); uploads of one
+/// project wait for each other on the project row anyway. SQLite has no data-modifying `WITH`, so
+/// the sandbox claims, then checks.
 pub async fn claim_units(
     tx: &mut Tx<'static>,
     backend: Backend,
