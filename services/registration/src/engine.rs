@@ -418,8 +418,9 @@ impl Engine {
     }
 
     /// Evaluates every pending case again, a page at a time, writing those whose evaluation changed.
-    /// On start: a pending case whose facts changed while its write was deferred (see [`Deferred`])
-    /// may still show what it lacked before, if the process stopped before writing it.
+    /// On start and every ten minutes: a pending case whose facts changed while its write was
+    /// deferred (see [`Deferred`]) may still show what it lacked before, if the process that
+    /// deferred it stopped before writing it.
     pub async fn refresh_pending(&self, actor: &str) -> Result<usize, StoreError> {
         let mut after = String::new();
         let mut written = 0;
