@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::watch;
 
-use crate::{Db, Schema, StoreError, Tx, Val, now_ms};
+use crate::{Db, Schema, StoreError, Tx, Val};
 
 /// An event as stored: the payload is the service's encoded protobuf event.
 #[derive(Debug, Clone)]
@@ -92,13 +92,15 @@ impl EventLog {
     }
 
     /// Appends events inside the caller's transaction and returns their sequences. Call it last
-    /// before commit: it holds the feed head's lock until the transaction ends.
+    /// before commit: it holds the feed head's lock until the transaction ends. `recorded_at_ms` is
+    /// the time the caller put in the events' payloads, so the row and the payload agree.
     pub async fn append(
         &self,
         tx: &mut Tx<'_>,
         events: Vec<NewEvent>,
+        recorded_at_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        self.append_with(tx, events, &[]).await
+        self.append_with(tx, events, recorded_at_ms, &[]).await
     }
 
     /// [`EventLog::append`], with the facts the events record written by the same statement
@@ -108,6 +110,7 @@ impl EventLog {
         &self,
         tx: &mut Tx<'_>,
         events: Vec<NewEvent>,
+        recorded_at_ms: i64,
         facts: &[crate::bulk::Insert<'_>],
     ) -> Result<Vec<i64>, StoreError> {
         if events.is_empty() {
@@ -120,7 +123,6 @@ impl EventLog {
             .fetch_one(&mut **tx)
             .await?;
         let first = last - n + 1;
-        let recorded = now_ms();
         let mut seqs = Vec::with_capacity(events.len());
         let mut rows = crate::Rows::with_capacity(7, events.len());
         for (e, seq) in events.into_iter().zip(first..) {
@@ -131,7 +133,7 @@ impl EventLog {
                 Val::Text(e.kind.to_owned()),
                 Val::Text(e.subject),
                 Val::Bytes(e.payload),
-                Val::Int(recorded),
+                Val::Int(recorded_at_ms),
                 Val::opt_text(e.content_sha256),
             ]);
         }

@@ -129,7 +129,7 @@ impl Acceptance {
         let resp = DeclareRequirementsResponse {
             gate: Some(after.clone()),
         };
-        let seqs = self.log.append(&mut tx, events).await?;
+        let seqs = self.log.append(&mut tx, events, now).await?;
         finish_mutation(&self.idem, tx, &principal, &req.request_id, &resp).await?;
         if let Some(last) = seqs.last() {
             self.log.notify_committed(*last);
@@ -195,7 +195,7 @@ impl Acceptance {
             filing: Some(filing),
             gate: Some(after.clone()),
         };
-        let seqs = self.log.append(&mut tx, events).await?;
+        let seqs = self.log.append(&mut tx, events, now).await?;
         finish_mutation(&self.idem, tx, &principal, &req.request_id, &resp).await?;
         if let Some(last) = seqs.last() {
             self.log.notify_committed(*last);

@@ -176,7 +176,7 @@ impl SurveyData {
 
         let unit_count = table.unit_count();
         let events = self.events(&table, version, now)?;
-        let seqs = self.log.append(&mut tx, events).await?;
+        let seqs = self.log.append(&mut tx, events, now).await?;
         let resp = UploadBuildingTableResponse {
             project_id: project.to_owned(),
             version,

@@ -85,11 +85,13 @@ impl TaxStatus {
     /// batch was acknowledged and the client resends it; a later batch that committed meanwhile is
     /// not acknowledged either, and its resend is answered DUPLICATE).
     ///
-    /// Up to `IN_FLIGHT` batches run at once: the next one is gathered and grouped while the current
-    /// one writes and commits, and starts the moment it finished, so neither the acknowledgements
-    /// nor the gather sit between two commits. A batch opens its transaction only after the one
-    /// before it finished (see `write_batch`), so a stream's events still get sequences in arrival
-    /// order and each batch sees what the previous one recorded.
+    /// Up to `IN_FLIGHT` batches run at once, each in a task of its own: the next one is gathered,
+    /// grouped and (on PostgreSQL) has its facts written while the current one holds the feed head's
+    /// lock, and takes the lock the moment that one committed, so neither the acknowledgements nor
+    /// the gather sit between two commits. A batch takes the lock and looks its ids up only after
+    /// the one before it finished (see `write_batch`), so a stream's events still get sequences in
+    /// arrival order and each batch sees what the previous one recorded. A batch already taken up
+    /// is written even if the stream ends meanwhile; its resend is then answered DUPLICATE.
     async fn run_push(
         self,
         mut items: mpsc::Receiver<Result<validate::Item, Status>>,
@@ -126,12 +128,15 @@ impl TaxStatus {
                     }
                     if !ready.is_empty() {
                         let me = self.clone();
-                        let (finished, next) = tokio::sync::oneshot::channel::<()>();
+                        let (done, next) = tokio::sync::oneshot::channel::<()>();
                         let after = previous.replace(next);
+                        // A task of its own: the batch takes the lock the moment the one before it
+                        // committed, not once this loop has forwarded that one's acknowledgements.
+                        let batch = tokio::spawn(async move { me.write_batch(&ready, after, done).await });
                         in_flight.push_back(async move {
-                            let written = me.write_batch(&ready, after).await;
-                            drop(finished);
-                            written
+                            batch.await.unwrap_or_else(|e| {
+                                Err(ApiError::internal(format!("completion batch task failed: {e}")))
+                            })
                         });
                     }
                     if status.is_some() {

@@ -802,7 +802,9 @@ async fn duplicates_are_acknowledged_with_the_original_sequence_and_write_nothin
         d.buyer_id = d.buyer_id.to_lowercase();
         d.unit_code = d.unit_code.to_lowercase();
     }
-    let again = env.push(vec![b.clone(), a_lower, a.clone(), b]).await;
+    let again = env
+        .push(vec![b.clone(), a_lower, a.clone(), b.clone()])
+        .await;
     assert_eq!(
         again
             .iter()
@@ -818,6 +820,33 @@ async fn duplicates_are_acknowledged_with_the_original_sequence_and_write_nothin
     assert!(again.iter().all(|x| x.error.is_empty()));
     assert_eq!(env.written().await, before, "duplicates write nothing");
     assert_eq!(env.feed(0, Role::Registrar).await.len(), 2);
+
+    // Beside a new event, in one batch: the new one's fact is written, the resent ones' neither
+    // doubled nor lost.
+    let c = deed("DUP-C", &unit(2), &with_x, 100, "V2");
+    let mixed = env.push(vec![c, a, b]).await;
+    assert_eq!(
+        mixed
+            .iter()
+            .map(|x| (status(x), x.sequence))
+            .collect::<Vec<_>>(),
+        vec![
+            (AckStatus::Accepted, 3),
+            (AckStatus::Duplicate, 1),
+            (AckStatus::Duplicate, 2)
+        ]
+    );
+    let mut expected = before.clone();
+    expected[0] += 1; // the new 契税
+    expected[4] += 1; // its feed event
+    expected[5] += 1; // the feed head
+    assert_eq!(
+        env.written().await,
+        expected,
+        "one fact per recorded event: the resent ones neither doubled nor lost"
+    );
+    let u1 = env.unit(&unit(1), Role::Registrar).await.expect("unit");
+    assert_eq!((u1.deed_taxes.len(), u1.maintenance_fund_fen), (1, 500));
 }
 
 #[tokio::test]
