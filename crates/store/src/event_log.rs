@@ -82,13 +82,17 @@ impl EventLog {
     /// then runs alone among the log's writers, so what it reads afterwards (for example which event
     /// ids are already recorded) cannot be changed by a concurrent writer before it commits. SQLite
     /// has one writer at a time anyway.
-    pub async fn lock(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    ///
+    /// Returns the head (the last committed sequence) on PostgreSQL, where it stays put until the
+    /// transaction ends; `None` on SQLite, which takes its write lock at the first write instead.
+    pub async fn lock(&self, tx: &mut Tx<'_>) -> Result<Option<i64>, StoreError> {
         if crate::bulk::is_postgres(tx) {
-            sqlx::query(AssertSqlSafe(self.lock_sql.clone()))
+            let head: i64 = sqlx::query_scalar(AssertSqlSafe(self.lock_sql.clone()))
                 .fetch_one(&mut **tx)
                 .await?;
+            return Ok(Some(head));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Appends events inside the caller's transaction and returns their sequences. Call it last
@@ -201,8 +205,16 @@ impl EventLog {
 
     /// The last committed sequence.
     pub async fn head(&self, db: &Db) -> Result<i64, StoreError> {
+        self.head_in(db.pool()).await
+    }
+
+    /// [`EventLog::head`] as `db` (the pool, or a transaction's connection) sees it.
+    pub async fn head_in<'e>(
+        &self,
+        db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(AssertSqlSafe(self.head_sql.clone()))
-            .fetch_one(db.pool())
+            .fetch_one(db)
             .await?)
     }
 }

@@ -8,7 +8,7 @@ mod push;
 mod query;
 mod validate;
 
-use std::pin::Pin;
+use std::{collections::HashSet, pin::Pin, sync::Arc};
 
 use futures::{StreamExt, stream::FuturesOrdered};
 use prost::Message as _;
@@ -98,7 +98,7 @@ impl TaxStatus {
         out: mpsc::Sender<Result<PushCompletionsResponse, Status>>,
     ) {
         let mut in_flight = FuturesOrdered::new();
-        let mut previous: Option<push::Finished> = None;
+        let mut previous: Option<push::Previous> = None;
         let mut broken: Option<Status> = None;
         let mut open = true;
         loop {
@@ -128,8 +128,18 @@ impl TaxStatus {
                     }
                     if !ready.is_empty() {
                         let me = self.clone();
-                        let (done, next) = tokio::sync::oneshot::channel::<()>();
-                        let after = previous.replace(next);
+                        let (done, finished) = tokio::sync::oneshot::channel();
+                        let ids: HashSet<String> = ready
+                            .iter()
+                            .filter_map(|item| match item {
+                                validate::Item::Valid(ev) => Some(ev.event_id.clone()),
+                                validate::Item::Invalid { .. } => None,
+                            })
+                            .collect();
+                        let after = previous.replace(push::Previous {
+                            finished,
+                            ids: Arc::new(ids),
+                        });
                         // A task of its own: the batch takes the lock the moment the one before it
                         // committed, not once this loop has forwarded that one's acknowledgements.
                         let batch = tokio::spawn(async move { me.write_batch(&ready, after, done).await });

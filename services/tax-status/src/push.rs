@@ -1,16 +1,19 @@
 //! The completion feed's write path (完税推送入库). One batch = one transaction:
-//! 1. look the batch's distinct valid event ids up in the feed (`tax.events`, which keeps each
-//!    event's content digest): those are DUPLICATE (same digest) or REJECTED (different digest);
-//!    the feed never forgets an id, so that answer stands;
+//! 1. read the feed head, then look the batch's distinct valid event ids up in the feed
+//!    (`tax.events`, which keeps each event's content digest): those are DUPLICATE (same digest) or
+//!    REJECTED (different digest); the feed never forgets an id, so that answer stands;
 //! 2. write the facts of the others (`tax.deed_tax` and the other fact tables, which have no unique
-//!    keys: the feed's unique event id is the one that refuses a second row);
-//!    on PostgreSQL, steps 1 and 2 run while the stream's previous batch still holds the lock;
+//!    keys: the feed's unique event id is the one that refuses a second row), except those of ids
+//!    the stream's previous batch carries too, which that batch is about to record;
+//!    on PostgreSQL, steps 1 and 2 run while the previous batch still holds the lock;
 //! 3. take the feed head's lock, so batches of concurrent streams (and replicas) apply one at a time,
-//!    and look those others up again: an id recorded meanwhile (by the previous batch, or another
-//!    stream) is answered as in 1, and the fact rows this transaction wrote for it are deleted;
-//! 4. reserve the new events' sequences and append them with their digests (`EventLog::append`);
-//! 5. commit, let the stream's next batch take the lock, notify followers, and only then build the
-//!    acks, one per request, in arrival order.
+//!    and learn which of the others were recorded meanwhile: from the previous batch's own account
+//!    when the head moved by exactly its events since step 1, else by looking them up again. The
+//!    fact rows this transaction wrote for such an id are deleted; the held-back ids that are still
+//!    new get their facts now;
+//! 4. reserve the new events' sequences and append them with their digests (`EventLog::append_with`);
+//! 5. commit, hand the stream's next batch what was appended, notify followers, and only then build
+//!    the acks, one per request, in arrival order.
 //!
 //! The facts go in before the lock because the lock is the feed's bottleneck: every batch of every
 //! stream passes it one after the other, and the fact rows were nearly half of PostgreSQL's work
@@ -32,7 +35,10 @@
 //! run out of attempts (many_streams_replaying_overlapping_feeds_are_all_acknowledged). A key
 //! conflict can still only come from a writer that ignores the lock; the attempt is then rolled back
 //! and retried. Nothing is acknowledged from an attempt that did not commit.
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use prost::Message;
 use tongjiao_proto::tax::{AckStatus, PushCompletionsResponse, TaxEvent};
@@ -53,11 +59,28 @@ const ATTEMPTS: usize = 5;
 
 pub(crate) const REUSED: &str = "event_id reused with different content (事件编号重复但内容不同)";
 
-/// Resolves when a batch has committed or given up: the batch holds the sending half ([`Done`])
-/// and drops it. The stream's next batch takes the feed head's lock only then.
-pub(crate) type Finished = tokio::sync::oneshot::Receiver<()>;
-/// The sending half of [`Finished`].
-pub(crate) type Done = tokio::sync::oneshot::Sender<()>;
+/// The stream's previous batch, as the next one waits for it.
+pub(crate) struct Previous {
+    /// Resolves when that batch has committed (with what it appended) or given up (dropped).
+    pub(crate) finished: Finished,
+    /// Its valid event ids. The next batch leaves their facts to it rather than write them before
+    /// the lock only to delete them again once that batch has recorded them.
+    pub(crate) ids: Arc<HashSet<String>>,
+}
+
+/// The receiving half of [`Done`].
+pub(crate) type Finished = tokio::sync::oneshot::Receiver<Committed>;
+/// Sent by a batch once it committed, dropped if it appended nothing or failed; the stream's next
+/// batch takes the feed head's lock only then.
+pub(crate) type Done = tokio::sync::oneshot::Sender<Committed>;
+
+/// What a batch appended to the feed.
+pub(crate) struct Committed {
+    /// The head before its events.
+    after: i64,
+    /// Its events' ids and content digests, in sequence order from `after + 1`.
+    events: Vec<(String, String)>,
+}
 
 /// Why one attempt at a batch did not commit.
 enum BatchError {
@@ -97,14 +120,14 @@ impl TaxStatus {
     /// the batch was committed and nothing may be acknowledged.
     ///
     /// `after` is the previous batch of the same stream: this one is validated and grouped at once,
-    /// and on PostgreSQL writes its facts, but takes the feed head's lock and looks its ids up only
-    /// once that batch has finished, so a stream's events get sequences in arrival order and the
-    /// first content of an id wins. `done` is dropped once this batch has committed or given up,
-    /// before its acknowledgements are built.
+    /// and on PostgreSQL writes its facts, but takes the feed head's lock only once that batch has
+    /// finished, so a stream's events get sequences in arrival order and the first content of an id
+    /// wins. `done` goes once this batch has committed or given up, before its acknowledgements are
+    /// built.
     pub(crate) async fn write_batch(
         &self,
         items: &[Item],
-        mut after: Option<Finished>,
+        mut after: Option<Previous>,
         done: Done,
     ) -> Result<Vec<PushCompletionsResponse>, ApiError> {
         let mut done = Some(done);
@@ -131,7 +154,7 @@ impl TaxStatus {
         // A batch that wrote nothing (only invalid items) or failed before the lock still ends after
         // the one before it, so the next batch never overtakes that one.
         if let Some(previous) = after.take() {
-            let _ = previous.await;
+            let _ = previous.finished.await;
         }
         drop(done);
         acks(items, &written?)
@@ -140,7 +163,7 @@ impl TaxStatus {
     async fn try_batch(
         &self,
         items: &[Item],
-        after: &mut Option<Finished>,
+        after: &mut Option<Previous>,
         done: &mut Option<Done>,
     ) -> Result<HashMap<String, Known>, BatchError> {
         // First valid occurrence of each event id, in arrival order.
@@ -158,91 +181,182 @@ impl TaxStatus {
         if firsts.is_empty() {
             return Ok(known);
         }
-
         // One time for the facts and the events of the batch: when the service took it up.
         let recorded = now_ms();
-        let early = self.db.backend() == Backend::Postgres;
-        let (mut tx, unseen) = if early {
-            let mut tx = self.db.begin().await?;
-            // Ids the feed holds already stay so (it never forgets one): a replayed backlog writes
-            // no facts at all, and needs neither the lock nor a second look-up.
-            self.look_up(&mut tx, &firsts, &mut known).await?;
-            let unseen: Vec<&ValidEvent> = firsts
-                .into_iter()
-                .filter(|ev| !known.contains_key(&ev.event_id))
-                .collect();
-            if !unseen.is_empty() {
-                let facts = FactRows::of(&unseen, recorded);
-                bulk::insert_all(&mut tx, &facts.inserts()).await?;
-            }
-            // Resolves when the previous batch's future ends, whatever its outcome.
-            if let Some(previous) = after.take() {
-                let _ = previous.await;
-            }
-            if unseen.is_empty() {
-                tx.rollback().await?;
-                done.take();
-                return Ok(known);
-            }
-            (tx, unseen)
-        } else {
-            // Awaited before this batch takes a connection: a small pool (the sandbox has one
-            // connection for everything) must not give it to this batch while the previous one
-            // still waits for one.
-            if let Some(previous) = after.take() {
-                let _ = previous.await;
-            }
-            (self.db.begin().await?, firsts)
-        };
-        let started = std::time::Instant::now();
-        self.log.lock(&mut tx).await?;
-        // Under the lock, the answer stands until this transaction ends.
-        self.look_up(&mut tx, &unseen, &mut known).await?;
-        let (fresh, recorded_meanwhile): (Vec<&ValidEvent>, Vec<&ValidEvent>) = unseen
+        if self.db.backend() != Backend::Postgres {
+            return self
+                .one_writer_batch(firsts, &first_index, recorded, after, done)
+                .await;
+        }
+
+        let mut tx = self.db.begin().await?;
+        // Read before the look-up, so every event up to it is in what the look-up sees.
+        let seen_up_to = self.log.head_in(&mut *tx).await?;
+        // Ids the feed holds already stay so (it never forgets one): a replayed backlog writes no
+        // facts at all and never takes the lock.
+        self.look_up(&mut tx, &firsts, &mut known).await?;
+        let unseen: Vec<&ValidEvent> = firsts
             .into_iter()
-            .partition(|ev| !known.contains_key(&ev.event_id));
+            .filter(|ev| !known.contains_key(&ev.event_id))
+            .collect();
+        let previous_ids = after.as_ref().map(|p| p.ids.clone()).unwrap_or_default();
+        let (held_back, written_early): (Vec<&ValidEvent>, Vec<&ValidEvent>) = unseen
+            .iter()
+            .partition(|ev| previous_ids.contains(&ev.event_id));
+        if !written_early.is_empty() {
+            let facts = FactRows::of(&written_early, recorded);
+            bulk::insert_all(&mut tx, &facts.inserts()).await?;
+        }
+        // Resolves when the previous batch's future ends, whatever its outcome.
+        let previous = match after.take() {
+            Some(p) => p.finished.await.ok(),
+            None => None,
+        };
+        if unseen.is_empty() {
+            tx.rollback().await?;
+            done.take();
+            return Ok(known);
+        }
+
+        let started = std::time::Instant::now();
+        let head = self.log.lock(&mut tx).await?;
+        // Under the lock, what the feed holds stands until this transaction ends. When nothing but
+        // the previous batch of this stream was appended since the look-up, its own account says
+        // which of our ids it recorded; anything else, and the feed is asked again.
+        let only_previous = previous.as_ref().is_some_and(|p| {
+            p.after == seen_up_to && head == Some(p.after + p.events.len() as i64)
+        });
+        if head == Some(seen_up_to) {
+            // Nothing appended since the look-up.
+        } else if let (true, Some(p)) = (only_previous, &previous) {
+            let ours: HashSet<&str> = unseen.iter().map(|ev| ev.event_id.as_str()).collect();
+            for (at, (id, digest)) in (p.after + 1..).zip(&p.events) {
+                if ours.contains(id.as_str()) {
+                    known.insert(
+                        id.clone(),
+                        Known {
+                            content_sha256: digest.clone(),
+                            sequence: at,
+                            accepted_at: None,
+                        },
+                    );
+                }
+            }
+        } else {
+            self.look_up(&mut tx, &unseen, &mut known).await?;
+        }
+        let is_fresh = |ev: &&ValidEvent| !known.contains_key(&ev.event_id);
+        let fresh: Vec<&ValidEvent> = unseen.iter().copied().filter(is_fresh).collect();
         if fresh.is_empty() {
             // Rolling back removes the facts written above.
             tx.rollback().await?;
             done.take();
             return Ok(known);
         }
-        if early && !recorded_meanwhile.is_empty() {
+        let recorded_meanwhile: Vec<&ValidEvent> = written_early
+            .iter()
+            .copied()
+            .filter(|ev| !is_fresh(ev))
+            .collect();
+        if !recorded_meanwhile.is_empty() {
             delete_facts(&mut tx, &recorded_meanwhile).await?;
         }
+        let late: Vec<&ValidEvent> = held_back.into_iter().filter(is_fresh).collect();
+        let late_facts = FactRows::of(&late, recorded);
+        let seqs = self
+            .log
+            .append_with(
+                &mut tx,
+                new_events(&fresh, recorded),
+                recorded,
+                &late_facts.inserts(),
+            )
+            .await?;
+        self.committed(tx, &fresh, &seqs, &first_index, started, done, &mut known)
+            .await?;
+        Ok(known)
+    }
 
-        let events = fresh
-            .iter()
-            .map(|ev| NewEvent {
-                event_id: ev.event_id.clone(),
-                kind: ev.fact.kind(),
-                subject: ev.fact.subject().to_owned(),
-                payload: TaxEvent {
-                    sequence: 0,
-                    event_id: ev.event_id.clone(),
-                    recorded_at: Some(timestamp_ms(recorded)),
-                    payload: Some(ev.fact.event_payload()),
-                }
-                .encode_to_vec(),
-                content_sha256: Some(ev.content_sha256.clone()),
-            })
-            .collect();
-        let seqs = if early {
-            self.log.append(&mut tx, events, recorded).await?
-        } else {
-            let facts = FactRows::of(&fresh, recorded);
-            self.log
-                .append_with(&mut tx, events, recorded, &facts.inserts())
-                .await?
-        };
-        if seqs.len() != fresh.len() {
-            return Err(
-                StoreError::Corrupt("feed append returned too few sequences".into()).into(),
-            );
+    /// The batch on SQLite: one connection and one writer, so it waits for the previous batch
+    /// first, then looks its ids up and writes the facts of its new events in the statement that
+    /// appends them.
+    async fn one_writer_batch(
+        &self,
+        firsts: Vec<&ValidEvent>,
+        first_index: &HashMap<&str, usize>,
+        recorded: i64,
+        after: &mut Option<Previous>,
+        done: &mut Option<Done>,
+    ) -> Result<HashMap<String, Known>, BatchError> {
+        // Awaited before this batch takes a connection: a small pool (the sandbox has one
+        // connection for everything) must not give it to this batch while the previous one still
+        // waits for one.
+        if let Some(previous) = after.take() {
+            let _ = previous.finished.await;
         }
-        let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+        let mut tx = self.db.begin().await?;
+        let started = std::time::Instant::now();
+        self.log.lock(&mut tx).await?;
+        let mut known = HashMap::new();
+        self.look_up(&mut tx, &firsts, &mut known).await?;
+        let fresh: Vec<&ValidEvent> = firsts
+            .into_iter()
+            .filter(|ev| !known.contains_key(&ev.event_id))
+            .collect();
+        if fresh.is_empty() {
+            tx.rollback().await?;
+            done.take();
+            return Ok(known);
+        }
+        let facts = FactRows::of(&fresh, recorded);
+        let seqs = self
+            .log
+            .append_with(
+                &mut tx,
+                new_events(&fresh, recorded),
+                recorded,
+                &facts.inserts(),
+            )
+            .await?;
+        self.committed(tx, &fresh, &seqs, first_index, started, done, &mut known)
+            .await?;
+        Ok(known)
+    }
+
+    /// Commits the batch that appended `fresh` as `seqs`, hands the stream's next batch what it
+    /// appended, tells the followers, and adds the new events to `known`.
+    #[allow(clippy::too_many_arguments)]
+    async fn committed(
+        &self,
+        tx: Tx<'_>,
+        fresh: &[&ValidEvent],
+        seqs: &[i64],
+        first_index: &HashMap<&str, usize>,
+        started: std::time::Instant,
+        done: &mut Option<Done>,
+        known: &mut HashMap<String, Known>,
+    ) -> Result<(), BatchError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Err(StoreError::Corrupt("feed append returned no sequences".into()).into());
+        };
+        if seqs.len() != fresh.len() || last - first + 1 != seqs.len() as i64 {
+            return Err(StoreError::Corrupt(format!(
+                "feed append returned sequences {first}..={last} for {} events",
+                fresh.len()
+            ))
+            .into());
+        }
+        let events: Vec<(String, String)> = fresh
+            .iter()
+            .map(|ev| (ev.event_id.clone(), ev.content_sha256.clone()))
+            .collect();
         tx.commit().await?;
-        done.take();
+        if let Some(done) = done.take() {
+            let _ = done.send(Committed {
+                after: first - 1,
+                events,
+            });
+        }
         self.log.notify_committed(last);
         tracing::info!(
             accepted = fresh.len(),
@@ -253,7 +367,7 @@ impl TaxStatus {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "recorded tax completions (完税信息已入库)"
         );
-        for (ev, &sequence) in fresh.iter().zip(&seqs) {
+        for (ev, &sequence) in fresh.iter().zip(seqs) {
             tracing::debug!(event_id = %ev.event_id, kind = ev.fact.kind(), subject = ev.fact.subject(),
                 sequence, "recorded tax completion");
             known.insert(
@@ -265,8 +379,28 @@ impl TaxStatus {
                 },
             );
         }
-        Ok(known)
+        Ok(())
     }
+}
+
+/// The feed events of `fresh`, in order.
+fn new_events(fresh: &[&ValidEvent], recorded: i64) -> Vec<NewEvent> {
+    fresh
+        .iter()
+        .map(|ev| NewEvent {
+            event_id: ev.event_id.clone(),
+            kind: ev.fact.kind(),
+            subject: ev.fact.subject().to_owned(),
+            payload: TaxEvent {
+                sequence: 0,
+                event_id: ev.event_id.clone(),
+                recorded_at: Some(timestamp_ms(recorded)),
+                payload: Some(ev.fact.event_payload()),
+            }
+            .encode_to_vec(),
+            content_sha256: Some(ev.content_sha256.clone()),
+        })
+        .collect()
 }
 
 impl TaxStatus {
@@ -506,5 +640,113 @@ fn rejected(event_id: &str, error: &str) -> PushCompletionsResponse {
         status: AckStatus::Rejected as i32,
         sequence: 0,
         error: error.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tongjiao_proto::tax::{
+        MaintenanceFundDeposited, PushCompletionsRequest, push_completions_request::Payload,
+    };
+    use tongjiao_store::Db;
+
+    use super::*;
+    use crate::validate;
+
+    fn fund(id: &str, n: u32) -> Item {
+        validate::check(PushCompletionsRequest {
+            event_id: id.to_owned(),
+            occurred_at: None,
+            payload: Some(Payload::MaintenanceFundDeposited(
+                MaintenanceFundDeposited {
+                    unit_code: format!("140827001002GB00012F0001{n:04}"),
+                    amount_fen: 500,
+                    receipt_number: format!("R{n}"),
+                },
+            )),
+        })
+    }
+
+    async fn service() -> (Db, TaxStatus) {
+        let url = tongjiao_testkit::fresh_database().await;
+        let db = Db::connect(&url, 4).await.expect("connect test database");
+        let svc = crate::build(db.clone()).await.expect("build tax-status");
+        (db, svc)
+    }
+
+    async fn funds(db: &Db) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_id FROM tax.maintenance_fund ORDER BY event_id")
+            .fetch_all(db.pool())
+            .await
+            .expect("read funds")
+    }
+
+    /// A batch leaves the facts of ids its stream's previous batch also carries to that batch. When
+    /// that batch gave up instead (its write failed, the stream ended), they are this batch's to
+    /// record, facts and all.
+    #[tokio::test]
+    async fn ids_left_to_a_previous_batch_that_gave_up_are_recorded_with_their_facts() {
+        let (db, svc) = service().await;
+        let items = vec![fund("F-1", 1), fund("F-2", 2)];
+        let (gave_up, finished) = tokio::sync::oneshot::channel::<Committed>();
+        drop(gave_up);
+        let previous = Previous {
+            finished,
+            ids: Arc::new(HashSet::from(["F-1".to_owned()])),
+        };
+        let (done, _next) = tokio::sync::oneshot::channel();
+        let acks = svc
+            .write_batch(&items, Some(previous), done)
+            .await
+            .expect("batch written");
+        let outcome: Vec<(i32, u64)> = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        assert_eq!(
+            outcome,
+            vec![
+                (AckStatus::Accepted as i32, 1),
+                (AckStatus::Accepted as i32, 2)
+            ]
+        );
+        assert_eq!(funds(&db).await, vec!["F-1", "F-2"]);
+    }
+
+    /// What a batch hands the next one of its stream once it committed: the head before its
+    /// events and their ids in sequence order (the first occurrence of each).
+    #[tokio::test]
+    async fn a_batch_hands_the_next_one_what_it_appended() {
+        let (db, svc) = service().await;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let first = vec![fund("F-1", 1), fund("F-2", 2), fund("F-1", 1)];
+        svc.write_batch(&first, None, done)
+            .await
+            .expect("first batch");
+        let committed = finished.await.expect("the first batch committed");
+        assert_eq!(committed.after, 0);
+        let ids: Vec<&str> = committed.events.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec!["F-1", "F-2"]);
+
+        // The next batch of the stream resends F-2 beside a new id: a duplicate with F-2's
+        // sequence, and one fact each.
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let (handed, from_first) = tokio::sync::oneshot::channel();
+        let _ = handed.send(committed);
+        let previous = Previous {
+            finished: from_first,
+            ids: Arc::new(HashSet::from(["F-1".to_owned(), "F-2".to_owned()])),
+        };
+        let acks = svc
+            .write_batch(&[fund("F-2", 2), fund("F-3", 3)], Some(previous), done)
+            .await
+            .expect("second batch");
+        let outcome: Vec<(i32, u64)> = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        assert_eq!(
+            outcome,
+            vec![
+                (AckStatus::Duplicate as i32, 2),
+                (AckStatus::Accepted as i32, 3)
+            ]
+        );
+        assert_eq!(finished.await.expect("second committed").after, 2);
+        assert_eq!(funds(&db).await, vec!["F-1", "F-2", "F-3"]);
     }
 }
