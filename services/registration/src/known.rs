@@ -96,6 +96,12 @@ impl KnownFacts {
         self.funds.extend(written.funds);
         self.deed_taxes.extend(written.deed_taxes);
         self.land_fees.extend(written.land_fees);
+        if to == from {
+            // Nothing applied, the cursor unmoved: trust stands as it was. Taking `to` as the cursor
+            // would trust again, at the very cursor a failed pass left, what a submission read
+            // before that pass committed part of its facts.
+            return;
+        }
         if self.tax_cursor == Some(from) {
             self.complete_units.extend(read);
         } else {
