@@ -927,6 +927,7 @@ impl Registration {
         let mut protos = Vec::with_capacity(cases.len());
         let mut live_buyers = HashMap::with_capacity(cases.len());
         let mut live_units = HashSet::with_capacity(cases.len());
+        let mut live_cases = HashMap::with_capacity(cases.len());
         for c in &cases {
             let case_id = uuid::Uuid::now_v7().to_string();
             let buyers: Vec<BuyerRow> = c
@@ -995,6 +996,9 @@ impl Registration {
             protos.push(case_proto(&row, &buyers));
             if row.active == 1 {
                 live_units.insert(row.unit_code.clone());
+                if !project.is_land() {
+                    live_cases.insert(row.unit_code.clone(), case_id.clone());
+                }
                 live_buyers.insert(case_id, buyers);
             }
         }
@@ -1076,6 +1080,7 @@ impl Registration {
             land_fees: facts.land_fees,
             complete_units: live_units,
             tax_cursor: Some(tax_cursor),
+            live_cases,
         });
         tracing::info!(batch_id = %batch_id, project_id = %project.project_id, cases = protos.len(), "handover batch submitted");
         self.engine.publish(protos).await;

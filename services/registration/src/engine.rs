@@ -273,6 +273,7 @@ impl Engine {
             // Read in full here: complete once the tax follower's pass that did it has committed.
             complete_units: taxed.into_iter().collect(),
             tax_cursor: None,
+            live_cases: HashMap::new(),
         };
         for id in ids {
             let list = read_buyers.get(&id).cloned().unwrap_or_default();
@@ -331,6 +332,19 @@ impl Engine {
             *memory = KnownFacts::default();
         }
         memory
+    }
+
+    /// Splits the units a pass of the tax follower touched into those whose live case still lacks
+    /// a tax fact (see [`KnownFacts::still_lacking`]) and the rest, to evaluate.
+    pub fn still_lacking(
+        &self,
+        units: Vec<String>,
+        recorded: &KnownFacts,
+    ) -> (Vec<String>, Vec<String>) {
+        let memory = self.known.read().unwrap_or_else(|p| p.into_inner());
+        units
+            .into_iter()
+            .partition(|unit| memory.still_lacking(unit, recorded))
     }
 
     /// After the tax follower failed a pass (see [`KnownFacts::distrust`]).

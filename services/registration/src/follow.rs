@@ -523,10 +523,15 @@ async fn apply_batch<E: Sequenced>(
             .await?;
             units.extend(land_units.into_iter().map(|(u,)| u));
         }
+        let (lacking, units) = if feed == Feed::Tax {
+            reg.engine.still_lacking(units, &recorded)
+        } else {
+            (Vec::new(), units)
+        };
         let Reevaluated {
             changed,
             mut learned,
-            deferred,
+            mut deferred,
         } = reg
             .engine
             .reevaluate_units(&mut tx, &units, &actor, &recorded, feed == Feed::Tax)
@@ -535,6 +540,7 @@ async fn apply_batch<E: Sequenced>(
         let read = std::mem::take(&mut learned.complete_units);
         reg.engine.remember(learned);
         if feed == Feed::Tax {
+            deferred.extend(lacking);
             reg.engine
                 .deferred
                 .add(changed.iter().map(|c| c.unit_code.as_str()), deferred);
@@ -622,15 +628,17 @@ async fn apply_part(
     let mut tx = reg.engine.db.begin().await?;
     facts.write(&mut tx).await?;
     // Parts carry single-unit tax facts only (see `parallel_parts`).
+    let (lacking, units) = reg.engine.still_lacking(units, &recorded);
     let Reevaluated {
         changed,
         mut learned,
-        deferred,
+        mut deferred,
     } = reg
         .engine
         .reevaluate_units(&mut tx, &units, actor, &recorded, true)
         .await?;
     tx.commit().await?;
+    deferred.extend(lacking);
     let read = std::mem::take(&mut learned.complete_units);
     reg.engine.remember(learned);
     reg.engine

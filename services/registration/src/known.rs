@@ -36,6 +36,9 @@ pub struct KnownFacts {
     /// The tax feed cursor `complete_units` holds at. In what a transaction learned: the cursor it
     /// read before its facts, when it did; in what it recorded: the cursor the follower holds locked.
     pub tax_cursor: Option<i64>,
+    /// The live case of each housing unit, by unit code, as this process's submissions made them
+    /// (see [`KnownFacts::still_lacking`]).
+    pub live_cases: HashMap<String, String>,
 }
 
 /// Entries remembered at most; past this the memory starts over. An entry is ≈ 170 bytes (a case's
@@ -50,6 +53,7 @@ impl KnownFacts {
             + self.deed_taxes.len()
             + self.land_fees.len()
             + self.complete_units.len()
+            + self.live_cases.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,6 +71,9 @@ impl KnownFacts {
         }
         self.funds.remove(unit_code);
         self.complete_units.remove(unit_code);
+        if self.live_cases.get(unit_code).is_some_and(|c| c == case_id) {
+            self.live_cases.remove(unit_code);
+        }
     }
 
     /// Adds what a committed transaction learned. Its complete units count only when it read them
@@ -76,6 +83,7 @@ impl KnownFacts {
         self.funds.extend(other.funds);
         self.deed_taxes.extend(other.deed_taxes);
         self.land_fees.extend(other.land_fees);
+        self.live_cases.extend(other.live_cases);
         if other.tax_cursor.is_some() && other.tax_cursor == self.tax_cursor {
             self.complete_units.extend(other.complete_units);
         }
@@ -121,6 +129,33 @@ impl KnownFacts {
     /// `recorded` (see [`KnownFacts::trusts`]).
     pub fn unit_complete(&self, unit: &str, recorded: &KnownFacts) -> bool {
         self.trusts(recorded.tax_cursor) && self.complete_units.contains(unit)
+    }
+
+    /// Whether the live case of this housing unit still lacks a 维修资金 or a buyer's 契税 after a
+    /// pass of the tax follower that recorded `recorded`: then evaluating it could only leave it
+    /// pending with a shorter list of what it lacks, a write the follower defers anyway (see
+    /// `engine::Deferred`), and it is deferred without reading it. Absence is vouched for as by
+    /// [`KnownFacts::unit_complete`]. The case is the one this process's submission made live; if
+    /// another replica has since made another case of the unit live (the register keeps one per
+    /// unit), that case is evaluated when the deferral is written, within a second.
+    pub fn still_lacking(&self, unit: &str, recorded: &KnownFacts) -> bool {
+        if !self.unit_complete(unit, recorded) {
+            return false;
+        }
+        let Some(buyers) = self
+            .live_cases
+            .get(unit)
+            .and_then(|case| self.buyers.get(case))
+        else {
+            return false;
+        };
+        if !(self.funds.contains(unit) || recorded.funds.contains(unit)) {
+            return true;
+        }
+        buyers.iter().any(|b| {
+            let key = (unit.to_owned(), b.resident_id.clone());
+            !(self.deed_taxes.contains(&key) || recorded.deed_taxes.contains(&key))
+        })
     }
 
     /// The case's buyers when every tax fact its readiness can ask about is known present, here or
@@ -425,7 +460,27 @@ mod tests {
                     }
                     Step::SubmitMerge => {
                         if let Some((_, cursor, Some(found))) = submit.take() {
-                            mem.merge(KnownFacts { tax_cursor: Some(cursor), ..found });
+                            // Each submitted unit's live case, with two buyers.
+                            let live_cases = found
+                                .complete_units
+                                .iter()
+                                .map(|u| (u.clone(), format!("c{u}")))
+                                .collect();
+                            let buyers = found
+                                .complete_units
+                                .iter()
+                                .map(|u| {
+                                    let case = format!("c{u}");
+                                    let list = vec![buyer(&case, "b0"), buyer(&case, "b1")];
+                                    (case, list)
+                                })
+                                .collect();
+                            mem.merge(KnownFacts {
+                                tax_cursor: Some(cursor),
+                                live_cases,
+                                buyers,
+                                ..found
+                            });
                         }
                     }
                     Step::Forget(u) => {
@@ -441,6 +496,20 @@ mod tests {
                             prop_assert!(mem.deed_taxes.contains(key), "{:?} missing", key);
                         }
                     }
+                }
+                // A pass holding the cursor here never defers, unread, a case whose facts the
+                // register holds in full.
+                let pass = KnownFacts { tax_cursor: Some(reg.cursor), ..KnownFacts::default() };
+                for u in 0..4u8 {
+                    let unit = format!("u{u}");
+                    let all_in = reg.funds.contains(&unit)
+                        && ["b0", "b1"]
+                            .iter()
+                            .all(|b| reg.deed_taxes.contains(&(unit.clone(), (*b).to_owned())));
+                    prop_assert!(
+                        !(all_in && mem.still_lacking(&unit, &pass)),
+                        "{} deferred though the register holds its facts", unit
+                    );
                 }
             }
         }
@@ -476,6 +545,52 @@ mod tests {
         k.advance(7, 8, KnownFacts::default(), units(&["u4"]));
         k.distrust();
         assert!(k.complete_units.is_empty() && !k.trusts(Some(8)));
+    }
+
+    #[test]
+    fn a_case_still_lacks_a_fact_only_where_memory_vouches_for_its_absence() {
+        let mut k = KnownFacts::default();
+        k.advance(0, 5, KnownFacts::default(), HashSet::new());
+        k.advance(5, 6, KnownFacts::default(), units(&["u1", "u2"]));
+        k.live_cases.insert("u1".into(), "c1".into());
+        k.buyers
+            .insert("c1".into(), vec![buyer("c1", "id1"), buyer("c1", "id2")]);
+        let pass = |funds: &[&str], deeds: &[(&str, &str)]| KnownFacts {
+            funds: units(funds),
+            deed_taxes: deeds
+                .iter()
+                .map(|(u, b)| ((*u).to_owned(), (*b).to_owned()))
+                .collect(),
+            tax_cursor: Some(6),
+            ..KnownFacts::default()
+        };
+        // No 维修资金 yet, then no second buyer's 契税: still lacking.
+        assert!(k.still_lacking("u1", &pass(&[], &[])));
+        assert!(k.still_lacking("u1", &pass(&["u1"], &[("u1", "id1")])));
+        // Everything, from this pass or from memory: evaluate it.
+        assert!(!k.still_lacking("u1", &pass(&["u1"], &[("u1", "id1"), ("u1", "id2")])));
+        k.funds.insert("u1".into());
+        k.deed_taxes.insert(("u1".into(), "id1".into()));
+        assert!(!k.still_lacking("u1", &pass(&[], &[("u1", "id2")])));
+        assert!(k.still_lacking("u1", &pass(&[], &[])));
+        // Not vouched for: another cursor, a unit not complete, no live case known, buyers unknown.
+        let elsewhere = KnownFacts {
+            tax_cursor: Some(7),
+            ..KnownFacts::default()
+        };
+        assert!(!k.still_lacking("u1", &elsewhere));
+        k.live_cases.insert("u3".into(), "c1".into());
+        assert!(!k.still_lacking("u3", &pass(&[], &[])));
+        assert!(!k.still_lacking("u2", &pass(&[], &[])));
+        k.live_cases.insert("u2".into(), "c2".into());
+        assert!(!k.still_lacking("u2", &pass(&[], &[])));
+        // A forgotten case takes its unit's live case along, not another case's; and its unit is
+        // no longer complete, so nothing is deferred unread there any more.
+        k.forget("c9", "u1");
+        assert_eq!(k.live_cases.get("u1").map(String::as_str), Some("c1"));
+        assert!(!k.still_lacking("u1", &pass(&[], &[])));
+        k.forget("c1", "u1");
+        assert!(!k.live_cases.contains_key("u1"));
     }
 
     #[test]
