@@ -183,7 +183,18 @@ impl TaxStatus {
         }
         // One time for the facts and the events of the batch: when the service took it up.
         let recorded = now_ms();
-        if self.db.backend() != Backend::Postgres {
+        // Writing ahead pays only while the previous batch still holds (or waits for) the lock; a
+        // batch on its own, the feed's usual trickle, would only add two round trips.
+        let overlaps = match after.as_mut().map(|p| p.finished.try_recv()) {
+            Some(Err(tokio::sync::oneshot::error::TryRecvError::Empty)) => true,
+            // Finished (committed or gave up): nothing left to wait for, nor to overlap.
+            Some(_) => {
+                *after = None;
+                false
+            }
+            None => false,
+        };
+        if self.db.backend() != Backend::Postgres || !overlaps {
             return self
                 .one_writer_batch(firsts, &first_index, recorded, after, done)
                 .await;
@@ -277,9 +288,9 @@ impl TaxStatus {
         Ok(known)
     }
 
-    /// The batch on SQLite: one connection and one writer, so it waits for the previous batch
-    /// first, then looks its ids up and writes the facts of its new events in the statement that
-    /// appends them.
+    /// The batch that waits for the previous one first, then looks its ids up under the lock and
+    /// writes the facts of its new events in the statement that appends them: on SQLite (one
+    /// connection, one writer), and on PostgreSQL when no batch of the stream is in flight.
     async fn one_writer_batch(
         &self,
         firsts: Vec<&ValidEvent>,
@@ -689,7 +700,12 @@ mod tests {
         let (db, svc) = service().await;
         let items = vec![fund("F-1", 1), fund("F-2", 2)];
         let (gave_up, finished) = tokio::sync::oneshot::channel::<Committed>();
-        drop(gave_up);
+        // Still in flight when this batch starts, so it writes F-2's fact ahead and holds F-1's
+        // back; it gives up while this batch waits for it.
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            drop(gave_up);
+        });
         let previous = Previous {
             finished,
             ids: Arc::new(HashSet::from(["F-1".to_owned()])),
