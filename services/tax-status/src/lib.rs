@@ -8,7 +8,14 @@ mod push;
 mod query;
 mod validate;
 
-use std::{collections::HashSet, pin::Pin, sync::Arc};
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use futures::{StreamExt, stream::FuturesOrdered};
 use prost::Message as _;
@@ -58,6 +65,8 @@ const WATCH_ROLES: &[Role] = &[Role::Registrar, Role::TaxBureau, Role::Auditor];
 pub struct TaxStatus {
     db: Db,
     log: EventLog,
+    /// Completion feed streams open on this process (see `push::TaxStatus::write_batch`).
+    pub(crate) push_streams: Arc<AtomicUsize>,
 }
 
 /// Connects the service to its schema, applying its migrations.
@@ -70,6 +79,7 @@ pub async fn build(db: Db) -> Result<TaxStatus, StoreError> {
     Ok(TaxStatus {
         db,
         log: EventLog::new(Schema::Tax),
+        push_streams: Arc::default(),
     })
 }
 
@@ -164,6 +174,22 @@ impl TaxStatus {
     }
 }
 
+/// Counts a completion feed stream as open until dropped.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> OpenStream {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The next batch of valid and invalid items, up to BATCH; with the reader's error if it ended with
 /// one (the items before it still count). Empty and no error: the client half-closed.
 async fn next_batch(
@@ -227,7 +253,12 @@ impl TaxStatusService for TaxStatus {
         let (items_tx, items_rx) = mpsc::channel(PIPELINE);
         let (out_tx, out_rx) = mpsc::channel(PIPELINE);
         tokio::spawn(read_push(request.into_inner(), items_tx));
-        tokio::spawn(self.clone().run_push(items_rx, out_tx));
+        let open = OpenStream::new(&self.push_streams);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.run_push(items_rx, out_tx).await;
+            drop(open);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
