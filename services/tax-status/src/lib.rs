@@ -65,7 +65,8 @@ const WATCH_ROLES: &[Role] = &[Role::Registrar, Role::TaxBureau, Role::Auditor];
 pub struct TaxStatus {
     db: Db,
     log: EventLog,
-    /// Completion feed streams open on this process (see `push::TaxStatus::write_batch`).
+    /// Completion feed streams open on this process: only a stream alone writes its batches'
+    /// facts ahead of the feed head's lock (see `push`).
     pub(crate) push_streams: Arc<AtomicUsize>,
 }
 
@@ -96,12 +97,13 @@ impl TaxStatus {
     /// not acknowledged either, and its resend is answered DUPLICATE).
     ///
     /// Up to `IN_FLIGHT` batches run at once, each in a task of its own: the next one is gathered,
-    /// grouped and (on PostgreSQL) has its facts written while the current one holds the feed head's
-    /// lock, and takes the lock the moment that one committed, so neither the acknowledgements nor
-    /// the gather sit between two commits. A batch takes the lock and looks its ids up only after
-    /// the one before it finished (see `write_batch`), so a stream's events still get sequences in
-    /// arrival order and each batch sees what the previous one recorded. A batch already taken up
-    /// is written even if the stream ends meanwhile; its resend is then answered DUPLICATE.
+    /// grouped and (on PostgreSQL, for a stream alone on the process) has its facts written while
+    /// the current one holds the feed head's lock, and takes the lock the moment that one
+    /// committed, so neither the acknowledgements nor the gather sit between two commits. A batch
+    /// takes the lock and looks its ids up only after the one before it finished (see
+    /// `write_batch`), so a stream's events still get sequences in arrival order and each batch
+    /// sees what the previous one recorded. A batch already taken up is written even if the stream
+    /// ends meanwhile; its resend is then answered DUPLICATE.
     async fn run_push(
         self,
         mut items: mpsc::Receiver<Result<validate::Item, Status>>,
