@@ -57,6 +57,14 @@ pub struct ReadFacts {
 /// Where committed cases go to be mirrored (see [`Engine::spawn_publisher`]).
 pub type Publisher = mpsc::Sender<Vec<pb::Case>>;
 
+/// Tax facts the register does not hold, as memory vouches (see [`Engine::vouched_absent`]).
+#[derive(Default, Debug)]
+pub struct Absent {
+    /// (unit code, buyer's resident id)
+    pub deed_taxes: HashSet<(String, String)>,
+    pub funds: HashSet<String>,
+}
+
 /// What a re-evaluation did.
 #[derive(Default)]
 pub struct Reevaluated {
@@ -345,6 +353,26 @@ impl Engine {
         units
             .into_iter()
             .partition(|unit| memory.still_lacking(unit, recorded))
+    }
+
+    /// Which of the tax facts a pass of the tax follower is about to write the register cannot
+    /// hold yet (see [`KnownFacts::vouches_absent`]): those go in without a conflict check.
+    pub fn vouched_absent(&self, recorded: &KnownFacts) -> Absent {
+        let memory = self.known.read().unwrap_or_else(|p| p.into_inner());
+        Absent {
+            deed_taxes: recorded
+                .deed_taxes
+                .iter()
+                .filter(|(unit, buyer)| memory.vouches_absent_deed_tax(unit, buyer, recorded))
+                .cloned()
+                .collect(),
+            funds: recorded
+                .funds
+                .iter()
+                .filter(|unit| memory.vouches_absent_fund(unit, recorded))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// After the tax follower failed a pass (see [`KnownFacts::distrust`]).

@@ -17,7 +17,7 @@ use tonic::{Request, transport::Channel};
 
 use crate::{
     Registration,
-    engine::{Publisher, Reevaluated},
+    engine::{Absent, Publisher, Reevaluated},
     known::KnownFacts,
     rows::{self, Val},
 };
@@ -347,10 +347,33 @@ impl Facts {
         }
     }
 
-    async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    /// Writes the facts: those in `absent` (which memory vouches the register does not hold, see
+    /// [`crate::engine::Engine::vouched_absent`]) as plain inserts, the others first-come (`ON
+    /// CONFLICT DO NOTHING`). The check before each row was a fifth of registration's PostgreSQL
+    /// CPU in a burst (11.0 against 8.8 µs per event sent, means of eight pairs). Should memory be
+    /// wrong, the key refuses the row, the pass fails and the next one trusts nothing.
+    async fn write(self, tx: &mut Tx<'_>, absent: &Absent) -> Result<(), StoreError> {
         use rows::Val::{Int, Text};
+        let (new_deeds, deed_taxes): (Vec<_>, Vec<_>) = self
+            .deed_taxes
+            .into_iter()
+            .partition(|(key, _)| absent.deed_taxes.contains(key));
+        let (new_funds, funds): (Vec<_>, Vec<_>) = self
+            .funds
+            .into_iter()
+            .partition(|(unit, _)| absent.funds.contains(unit));
+        let deed_rows = |rows: Vec<((String, String), String)>| -> Vec<Vec<Val>> {
+            rows.into_iter()
+                .map(|((u, b), v)| vec![Text(u), Text(b), Text(v)])
+                .collect()
+        };
+        let fund_rows = |rows: Vec<(String, (i64, String))>| -> Vec<Vec<Val>> {
+            rows.into_iter()
+                .map(|(u, (a, r))| vec![Text(u), Int(a), Text(r)])
+                .collect()
+        };
         // Every table's rows in one statement (one round trip; see `bulk::insert_all`).
-        let parts: [(&str, Vec<Vec<Val>>, &str); 7] = [
+        let parts: [(&str, Vec<Vec<Val>>, &str); 9] = [
             (
                 "INSERT INTO registration.building_tables (project_id, latest_version, parcel_code, unit_count)",
                 self.tables
@@ -401,18 +424,22 @@ impl Facts {
             // Tax facts only ever accumulate: the first record of a fact stands.
             (
                 "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number)",
-                self.deed_taxes
-                    .into_iter()
-                    .map(|((u, b), v)| vec![Text(u), Text(b), Text(v)])
-                    .collect(),
+                deed_rows(new_deeds),
+                "",
+            ),
+            (
+                "INSERT INTO registration.deed_taxes (unit_code, buyer_id, voucher_number)",
+                deed_rows(deed_taxes),
                 " ON CONFLICT (unit_code, buyer_id) DO NOTHING",
             ),
             (
                 "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number)",
-                self.funds
-                    .into_iter()
-                    .map(|(u, (a, r))| vec![Text(u), Int(a), Text(r)])
-                    .collect(),
+                fund_rows(new_funds),
+                "",
+            ),
+            (
+                "INSERT INTO registration.maintenance_funds (unit_code, amount_fen, receipt_number)",
+                fund_rows(funds),
                 " ON CONFLICT (unit_code) DO NOTHING",
             ),
             (
@@ -508,7 +535,8 @@ async fn apply_batch<E: Sequenced>(
             })
     } else {
         let recorded = facts.recorded(tax_cursor);
-        facts.write(&mut tx).await?;
+        let absent = reg.engine.vouched_absent(&recorded);
+        facts.write(&mut tx, &absent).await?;
         set_cursor(&mut tx, feed, last).await?;
         let mut units: Vec<String> = touched.units.into_iter().collect();
         if !touched.land_parcels.is_empty() {
@@ -625,8 +653,9 @@ async fn apply_part(
     tax_cursor: Option<i64>,
 ) -> anyhow::Result<Applied> {
     let recorded = facts.recorded(tax_cursor);
+    let absent = reg.engine.vouched_absent(&recorded);
     let mut tx = reg.engine.db.begin().await?;
-    facts.write(&mut tx).await?;
+    facts.write(&mut tx, &absent).await?;
     // Parts carry single-unit tax facts only (see `parallel_parts`).
     let (lacking, units) = reg.engine.still_lacking(units, &recorded);
     let Reevaluated {

@@ -131,6 +131,21 @@ impl KnownFacts {
         self.trusts(recorded.tax_cursor) && self.complete_units.contains(unit)
     }
 
+    /// Whether the register holds no 维修资金 of the unit yet, for a pass of the tax follower that
+    /// holds the cursor as `recorded` says: as [`KnownFacts::unit_complete`] vouches for absence.
+    /// Only that pass writes tax facts, so its plain insert of one cannot meet another.
+    pub fn vouches_absent_fund(&self, unit: &str, recorded: &KnownFacts) -> bool {
+        self.unit_complete(unit, recorded) && !self.funds.contains(unit)
+    }
+
+    /// [`KnownFacts::vouches_absent_fund`] for a buyer's 契税 on the unit.
+    pub fn vouches_absent_deed_tax(&self, unit: &str, buyer: &str, recorded: &KnownFacts) -> bool {
+        self.unit_complete(unit, recorded)
+            && !self
+                .deed_taxes
+                .contains(&(unit.to_owned(), buyer.to_owned()))
+    }
+
     /// Whether the live case of this housing unit still lacks a 维修资金 or a buyer's 契税 after a
     /// pass of the tax follower that recorded `recorded`: then evaluating it could only leave it
     /// pending with a shorter list of what it lacks, a write the follower defers anyway (see
@@ -510,6 +525,18 @@ mod tests {
                         !(all_in && mem.still_lacking(&unit, &pass)),
                         "{} deferred though the register holds its facts", unit
                     );
+                    // Nor writes without a conflict check a fact the register holds.
+                    prop_assert!(
+                        !(reg.funds.contains(&unit) && mem.vouches_absent_fund(&unit, &pass)),
+                        "{} fund vouched absent", unit
+                    );
+                    for b in ["b0", "b1"] {
+                        let held = reg.deed_taxes.contains(&(unit.clone(), b.to_owned()));
+                        prop_assert!(
+                            !(held && mem.vouches_absent_deed_tax(&unit, b, &pass)),
+                            "{} {} deed tax vouched absent", unit, b
+                        );
+                    }
                 }
             }
         }
@@ -573,6 +600,12 @@ mod tests {
         k.deed_taxes.insert(("u1".into(), "id1".into()));
         assert!(!k.still_lacking("u1", &pass(&[], &[("u1", "id2")])));
         assert!(k.still_lacking("u1", &pass(&[], &[])));
+        // What a pass may write without a conflict check: facts memory vouches are absent.
+        assert!(!k.vouches_absent_fund("u1", &pass(&[], &[])));
+        assert!(k.vouches_absent_fund("u2", &pass(&[], &[])));
+        assert!(!k.vouches_absent_deed_tax("u1", "id1", &pass(&[], &[])));
+        assert!(k.vouches_absent_deed_tax("u1", "id2", &pass(&[], &[])));
+        assert!(!k.vouches_absent_fund("u3", &pass(&[], &[])));
         // Not vouched for: another cursor, a unit not complete, no live case known, buyers unknown.
         let elsewhere = KnownFacts {
             tax_cursor: Some(7),
