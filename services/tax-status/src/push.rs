@@ -691,6 +691,30 @@ mod tests {
         (db, svc)
     }
 
+    /// The stream's previous batch: `finished` its end, `ids` what it carries.
+    fn previous(finished: Finished, ids: &[&str]) -> Option<Previous> {
+        Some(Previous {
+            finished,
+            ids: Arc::new(ids.iter().map(|id| (*id).to_owned()).collect()),
+        })
+    }
+
+    /// Writes `items` as a batch after `previous`: its acks as (status, sequence), and what it
+    /// hands the stream's next batch.
+    async fn write(
+        svc: &TaxStatus,
+        items: &[Item],
+        previous: Option<Previous>,
+    ) -> (Vec<(i32, u64)>, Finished) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let acks = svc
+            .write_batch(items, previous, done)
+            .await
+            .expect("batch written");
+        let outcome = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        (outcome, finished)
+    }
+
     async fn funds(db: &Db) -> Vec<String> {
         sqlx::query_scalar("SELECT event_id FROM tax.maintenance_fund ORDER BY event_id")
             .fetch_all(db.pool())
@@ -704,7 +728,6 @@ mod tests {
     #[tokio::test]
     async fn ids_left_to_a_previous_batch_that_gave_up_are_recorded_with_their_facts() {
         let (db, svc) = service().await;
-        let items = vec![fund("F-1", 1), fund("F-2", 2)];
         let (gave_up, finished) = tokio::sync::oneshot::channel::<Committed>();
         // Still in flight when this batch starts, so it writes F-2's fact ahead and holds F-1's
         // back; it gives up while this batch waits for it.
@@ -712,16 +735,8 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             drop(gave_up);
         });
-        let previous = Previous {
-            finished,
-            ids: Arc::new(HashSet::from(["F-1".to_owned()])),
-        };
-        let (done, _next) = tokio::sync::oneshot::channel();
-        let acks = svc
-            .write_batch(&items, Some(previous), done)
-            .await
-            .expect("batch written");
-        let outcome: Vec<(i32, u64)> = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        let items = [fund("F-1", 1), fund("F-2", 2)];
+        let (outcome, _) = write(&svc, &items, previous(finished, &["F-1"])).await;
         assert_eq!(
             outcome,
             vec![
@@ -740,14 +755,9 @@ mod tests {
         let (db, svc) = service().await;
         let other = crate::build(db.clone()).await.expect("a second replica");
         let (previous_done, finished) = tokio::sync::oneshot::channel::<Committed>();
-        let previous = Previous {
-            finished,
-            ids: Arc::new(HashSet::new()),
-        };
-        let (done, _next) = tokio::sync::oneshot::channel();
         let batch = tokio::spawn(async move {
-            svc.write_batch(&[fund("F-1", 1), fund("F-2", 2)], Some(previous), done)
-                .await
+            let items = [fund("F-1", 1), fund("F-2", 2)];
+            write(&svc, &items, previous(finished, &[])).await.0
         });
         // Until the batch has written its facts and waits for the one before it.
         let started = std::time::Instant::now();
@@ -769,15 +779,10 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let (d, _) = tokio::sync::oneshot::channel();
-        let theirs = other
-            .write_batch(&[fund("F-1", 1)], None, d)
-            .await
-            .expect("the other replica's batch");
-        assert_eq!(theirs[0].sequence, 1);
+        let (theirs, _) = write(&other, &[fund("F-1", 1)], None).await;
+        assert_eq!(theirs, vec![(AckStatus::Accepted as i32, 1)]);
         drop(previous_done);
-        let acks = batch.await.expect("task").expect("batch written");
-        let outcome: Vec<(i32, u64)> = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        let outcome = batch.await.expect("task");
         assert_eq!(
             outcome,
             vec![
@@ -793,11 +798,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_hands_the_next_one_what_it_appended() {
         let (db, svc) = service().await;
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let first = vec![fund("F-1", 1), fund("F-2", 2), fund("F-1", 1)];
-        svc.write_batch(&first, None, done)
-            .await
-            .expect("first batch");
+        let first = [fund("F-1", 1), fund("F-2", 2), fund("F-1", 1)];
+        let (_, finished) = write(&svc, &first, None).await;
         let committed = finished.await.expect("the first batch committed");
         assert_eq!(committed.after, 0);
         let ids: Vec<&str> = committed.events.iter().map(|(id, _)| id.as_str()).collect();
@@ -805,18 +807,10 @@ mod tests {
 
         // The next batch of the stream resends F-2 beside a new id: a duplicate with F-2's
         // sequence, and one fact each.
-        let (done, finished) = tokio::sync::oneshot::channel();
         let (handed, from_first) = tokio::sync::oneshot::channel();
         let _ = handed.send(committed);
-        let previous = Previous {
-            finished: from_first,
-            ids: Arc::new(HashSet::from(["F-1".to_owned(), "F-2".to_owned()])),
-        };
-        let acks = svc
-            .write_batch(&[fund("F-2", 2), fund("F-3", 3)], Some(previous), done)
-            .await
-            .expect("second batch");
-        let outcome: Vec<(i32, u64)> = acks.iter().map(|a| (a.status, a.sequence)).collect();
+        let second = [fund("F-2", 2), fund("F-3", 3)];
+        let (outcome, finished) = write(&svc, &second, previous(from_first, &["F-1", "F-2"])).await;
         assert_eq!(
             outcome,
             vec![
